@@ -1,0 +1,5 @@
+"""`python -m stgraph` (and `torchrun -m stgraph`) run the command-line interface."""
+
+from stgraph.cli import main
+
+raise SystemExit(main())

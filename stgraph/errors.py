@@ -1,0 +1,32 @@
+"""Errors that reach the user as one clear paragraph and exit code 2 (bad input or usage).
+
+Anything else that escapes is an internal error (exit code 1). Raise `InputError` with a message that
+names the file or key and says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class StgraphError(Exception):
+    """Base class for errors stgraph reports without a traceback."""
+
+    exit_code = 2
+
+
+class InputError(StgraphError):
+    """Bad data, configuration or command-line input: the user can fix it."""
+
+
+class TrainingDiverged(StgraphError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ' Did you mean ...?' hint with the closest of `choices`, or '' if none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
