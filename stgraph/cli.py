@@ -1,0 +1,217 @@
+"""The ``stgraph`` command line.
+
+Exit codes: 0 success, 2 bad input or usage (one-paragraph message, no traceback), 1 internal
+error (traceback with ``--debug``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import traceback
+import warnings
+from typing import Any
+
+from stgraph.errors import InputError, StgraphError
+
+
+def _fit_parser(commands) -> None:
+    p = commands.add_parser("fit", help="train a model on a dataset and track it in MLflow")
+    p.add_argument("dataset", help="dataset name (see `stgraph data list`) or a CSV/Parquet file")
+    p.add_argument("--model", help="registered model name (see `stgraph models`)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    p.add_argument("--download", action="store_true", help="download missing dataset files")
+    p.add_argument("--graph", help="your own data: edge list (from,to,weight) or adjacency CSV")
+    p.add_argument("--freq", help="your own data: sampling interval, e.g. 15min")
+    p.add_argument("--null-value", choices=("zero", "nan", "none"),
+                   help="your own data: what marks a missing reading (0 is real in flow/count data)")
+    p.add_argument("--config", help="YAML file with data/model/train/tracking sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set model.params.hidden=32")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a killed run from its last checkpoint")
+    p.add_argument("--register", metavar="NAME", help="register the model in the MLflow registry")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    _output_flags(p)
+
+
+def _output_flags(p) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stgraph", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _fit_parser(commands)
+    p = commands.add_parser("evaluate", help="re-score a run's model on its test split")
+    p.add_argument("run_id")
+    p.add_argument("--data-dir", help="where the dataset's files are now")
+    _output_flags(p)
+    p = commands.add_parser("data", help="list, describe and download datasets")
+    data = p.add_subparsers(dest="action", required=True)
+    data.add_parser("list", help="the datasets with a card")
+    info = data.add_parser("info", help="a dataset's card")
+    info.add_argument("name")
+    download = data.add_parser("download", help="fetch a dataset's files (sha256-checked, resumable)")
+    download.add_argument("name")
+    download.add_argument("--data-dir")
+    for sub in (p, info, download):
+        sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p = commands.add_parser("models", help="the registered models and their settings")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph import pipeline
+
+    if args.resume:
+        config = _config_of_run(args.resume)
+    else:
+        flags = {"model.name": args.model, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
+                 "train.lr": args.lr, "train.seed": args.seed, "train.threads": args.threads,
+                 "data.data_dir": args.data_dir, "data.download": args.download or None,
+                 "data.graph_file": args.graph, "data.freq": args.freq,
+                 "data.null_value": args.null_value, "tracking.register": args.register}
+        config = pipeline.resolve_config(args.dataset, args.model, args.config, args.set, flags)
+    return pipeline.fit(config, resume_run_id=args.resume, quiet=args.quiet)
+
+
+def _config_of_run(run_id: str):
+    import mlflow
+
+    from stgraph import pipeline
+    from stgraph.config import from_dict
+    from stgraph.tracking.store import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.yaml")
+    except Exception:
+        raise InputError(f"Run '{run_id}' has no config.yaml in the MLflow store {tracking_uri()}.") from None
+    return from_dict(pipeline.FitConfig, data, "config")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    from stgraph import pipeline
+    from stgraph.forecast.bundle import Forecaster
+    from stgraph.training.trainer import Trainer
+
+    config = _config_of_run(args.run_id)
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    path = mlflow.artifacts.download_artifacts(f"runs:/{args.run_id}/checkpoint/model.pt")
+    forecaster = Forecaster.load(path)
+    prepared = pipeline.prepare(config)
+    model = forecaster.model
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(prepared.task, model, config.train, Path(tmp), quiet=True)
+        test = trainer.evaluate("test")
+    return {"run_id": args.run_id, "dataset": prepared.raw.series.name, "model": config.model.name,
+            "test": test}
+
+
+def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.data.cards import list_cards, load_card
+
+    if args.action == "list":
+        rows = []
+        for name in list_cards():
+            card = load_card(name)
+            rows.append({"name": name, "domain": card.domain, "title": card.title, "format": card.format})
+        for row in rows:
+            print(f"{row['name']:<14} {row['domain']:<9} {row['title']}")
+        return {"datasets": rows}
+    card = load_card(args.name)
+    if args.action == "info":
+        print(card.path.read_text() if card.path else card)
+        return {"name": card.name}
+    from stgraph.data.download import ensure_files
+    from stgraph.data.paths import resolve_data_dir
+
+    folder = resolve_data_dir(card.name, args.data_dir)
+    ensure_files(card, folder, download=True)
+    print(f"{card.name}: files ready in {folder}", file=sys.stderr)
+    return {"name": card.name, "data_dir": str(folder)}
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    from stgraph.models import MODELS
+
+    listing = {}
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name}: {doc}")
+        fields = {}
+        for f in dataclasses.fields(cls.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            fields[f.name] = default
+            print(f"    {f.name} = {default!r}  {f.metadata.get('help', '')}")
+        listing[name] = fields
+    return {"models": listing}
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "data": cmd_data, "models": cmd_models}
+
+
+def _print_summary(command: str, result: dict[str, Any]) -> None:
+    if command not in ("fit", "evaluate"):
+        return
+    test = result["test"]
+    names = [k for k in test if k.startswith("mae")] + [k for k in test if k.startswith(("rmse", "mape"))]
+    print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
+    print("  " + "  ".join(f"{name} {test[name]:.4f}" for name in names))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not debug:
+        # MLflow's informational chatter (database creation, signature inference) is noise here.
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="mlflow")
+    try:
+        result = COMMANDS[args.command](args)
+    except StgraphError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"stgraph: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stgraph: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: say so, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        print(f"stgraph: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(_json_safe(result)))
+    else:
+        _print_summary(args.command, result)
+    return 0

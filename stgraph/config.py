@@ -1,0 +1,153 @@
+"""Typed configuration: dataclasses with defaults and help text, built from dicts that may come
+from YAML, pipelines and ``--set key=value``. Unknown keys are errors, never silently dropped."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+from stgraph.errors import InputError, did_you_mean
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with a default and a help string (shown by ``stgraph models``)."""
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def from_dict(cls: type[C], data: dict[str, Any] | None, where: str) -> C:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses.
+
+    Raises:
+        InputError: for an unknown key (with the closest known key) or a value of the wrong type.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(
+            f"Unknown config key '{where}.{unknown[0]}'.{did_you_mean(unknown[0], known)} "
+            f"Known keys of '{where}': {', '.join(sorted(known))}."
+        )
+    values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise InputError(f"Config key '{where}' must be a mapping, got {value!r}.")
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except InputError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.startswith("[") else value.split(",")
+        if not isinstance(value, list | tuple):
+            raise InputError(f"Config key '{where}' must be a list, got {value!r}.")
+        item = args[0] if args else Any
+        return origin(_coerce(item, v, where) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"Config key '{where}' must be a mapping, got {value!r}.")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float):
+            return str(value)
+    elif isinstance(value, hint):
+        return value
+    raise InputError(f"Config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}.")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_path(d, "train.lr", 0.01)`` sets ``d["train"]["lr"]``, creating mappings."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InputError(f"--set {dotted}: '{key}' is not a section.")
+    node[leaf] = value
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` from ``--set``; the value is read as YAML (numbers, lists, true/false)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"--set expects key=value, got '{text}'.")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,79 @@
+"""One entry point to get a dataset, by card name or by file path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from stgraph.data.adapters import ADAPTERS, RawDataset
+from stgraph.data.adapters.tabular import open_file_dataset
+from stgraph.data.cards import load_card
+from stgraph.data.download import ensure_files
+from stgraph.data.paths import resolve_data_dir
+from stgraph.errors import InputError
+
+FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def open_dataset(
+    spec: str,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    graph: str | Path | None = None,
+    freq: str | None = None,
+    null_value: str | None = None,
+) -> RawDataset:
+    """Load a dataset from a shipped card name (``"metr-la"``) or a user file path.
+
+    Args:
+        spec: a card name in ``datasets/``, or the path of a CSV/Parquet file.
+        data_dir: folder holding the card's files directly (``--data-dir``); default
+            ``$STGRAPH_DATA_DIR/<name>`` or the user cache (see `resolve_data_dir`).
+        download: fetch missing files from the card's URLs.
+        graph: for a file path only: an edge-list or adjacency-matrix CSV.
+        freq: for a file path only: the sampling interval (inferred when None).
+        null_value: overrides the card's rule (``zero``/``nan``/``none``); for a file path the
+            default is ``nan``.
+
+    Raises:
+        InputError: unknown name, missing or broken files, or data that disagrees with the card.
+    """
+    if Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES):
+        return open_file_dataset(spec, graph=graph, freq=freq, null_value=null_value or "nan")
+    if graph is not None or freq is not None:
+        raise InputError(
+            f"--graph and --freq apply to your own data files only; '{spec}' is a dataset card "
+            "that defines its own graph and frequency."
+        )
+    card = load_card(spec)
+    if null_value is not None:
+        card = dataclasses.replace(card, null_value=null_value)
+    folder = resolve_data_dir(card.name, data_dir)
+    if card.files:
+        ensure_files(card, folder, download)
+    dataset = ADAPTERS.get(card.format)(card, folder)
+    check_expected(dataset, folder)
+    return dataset
+
+
+def check_expected(dataset: RawDataset, folder: Path) -> None:
+    """Compare the loaded shape with the card's ``expected: {nodes, steps}``.
+
+    ``steps`` counts the time steps in the file, before absent grid steps were inserted as masked
+    rows (PEMS-BAY's file lacks 12 steps of its grid).
+    """
+    card, series = dataset.card, dataset.series
+    inserted = int(series.attrs.get("inserted_steps", 0))
+    found = {"nodes": series.num_nodes, "steps": series.num_steps - inserted}
+    wrong = [
+        f"expected {card.expected[key]} {key}, found {found[key]}"
+        for key in ("nodes", "steps")
+        if key in card.expected and int(card.expected[key]) != found[key]
+    ]
+    if wrong:
+        files = ", ".join(str(folder / f.name) for f in card.files) or "(no files)"
+        raise InputError(
+            f"Dataset '{card.name}' (card {card.path or card.name}; files {files}): "
+            f"{'; '.join(wrong)}. The files are a different version or were cut short; "
+            "download them again."
+        )

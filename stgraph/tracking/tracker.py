@@ -1,0 +1,110 @@
+"""MLflow tracking of a fit: one run per fit in an experiment per dataset.
+
+The run records the full resolved config as params, per-epoch train/validation metrics, final
+test metrics, artifacts (config, best checkpoint, plots, test predictions) and the model as an
+MLflow pyfunc that can be loaded back for inference or registered. A run that fails ends FAILED;
+one interrupted by Ctrl-C or SIGTERM ends KILLED; an exception never leaves it RUNNING.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+
+from stgraph.config import flatten
+from stgraph.errors import InputError
+from stgraph.metrics import mlflow_key
+from stgraph.tracking.store import default_artifact_root, tracking_uri
+
+
+class Tracker:
+    """A context manager around one MLflow run.
+
+    Args:
+        experiment: experiment name (created if missing).
+        run_name: display name of a new run.
+        resume_run_id: reopen this run instead of creating one.
+    """
+
+    def __init__(self, experiment: str, run_name: str, resume_run_id: str | None = None) -> None:
+        self.uri = tracking_uri()
+        self.experiment = experiment
+        self.run_name = run_name
+        self.resume_run_id = resume_run_id
+        self.run_id: str | None = None
+        self._previous_sigterm: Any = None
+
+    def __enter__(self) -> Tracker:
+        mlflow.set_tracking_uri(self.uri)
+        if self.resume_run_id:
+            try:
+                run = mlflow.start_run(run_id=self.resume_run_id)
+            except MlflowException:
+                raise InputError(
+                    f"--resume {self.resume_run_id}: no such run in the MLflow store {self.uri}."
+                ) from None
+        else:
+            client = mlflow.MlflowClient(self.uri)
+            experiment = client.get_experiment_by_name(self.experiment)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(self.experiment, default_artifact_root())
+            )
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name)
+        self.run_id = run.info.run_id
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+        if exc_type is None:
+            status = RunStatus.FINISHED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = RunStatus.KILLED
+        else:
+            status = RunStatus.FAILED
+            mlflow.set_tag("error", f"{exc_type.__name__}: {exc}"[:5000])
+        mlflow.end_run(RunStatus.to_string(status))
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """Params = the full resolved config, flattened (not re-logged on resume)."""
+        if not self.resume_run_id:
+            mlflow.log_params({key: _param(value) for key, value in flatten(config).items()})
+            mlflow.log_dict(config, "config.yaml")
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, prefix: str = "") -> None:
+        finite = {mlflow_key(prefix + k): float(v) for k, v in metrics.items() if v == v}
+        mlflow.log_metrics(finite, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags(tags)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        mlflow.log_figure(figure, artifact_file)
+
+    def log_model(self, bundle: Path, register: str | None) -> str | None:
+        """Log the bundle as a pyfunc model; register it as ``register`` if given.
+
+        Returns the registered version, if any.
+        """
+        from stgraph.tracking.pyfunc import log_pyfunc
+
+        return log_pyfunc(bundle, register)
+
+
+def _param(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

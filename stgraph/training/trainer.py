@@ -1,0 +1,271 @@
+"""One training loop for every forecast model.
+
+Early stopping and model selection use the validation split only; the test split is scored once,
+with the best validation model, after training. Every epoch ends with an atomic checkpoint of the
+whole training state (weights, optimiser, scheduler, early-stopping state, RNG), so a killed run
+resumed with ``--resume`` finishes with the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from stgraph.errors import InputError, TrainingDiverged
+from stgraph.metrics import ForecastMetrics
+from stgraph.models.base import ForecastModel
+from stgraph.tasks.forecast import ForecastTask
+from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
+from stgraph.training.config import TrainConfig
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+SCHEDULERS = {
+    "step": torch.optim.lr_scheduler.StepLR,
+    "multistep": torch.optim.lr_scheduler.MultiStepLR,
+    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
+}
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"train.device is '{name}' but CUDA is not available on this machine.")
+    return device
+
+
+class Trainer:
+    """Trains ``model`` on ``task`` with ``config``, checkpointing into ``run_dir``.
+
+    Args:
+        on_epoch: called with ``(epoch, metrics)`` after each epoch's checkpoint is written
+            (the MLflow tracker logs there).
+        quiet: no progress bar and no per-epoch lines.
+    """
+
+    def __init__(
+        self,
+        task: ForecastTask,
+        model: ForecastModel,
+        config: TrainConfig,
+        run_dir: Path,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if config.epochs <= 0:
+            raise InputError(f"train.epochs must be positive, got {config.epochs}.")
+        if config.batch_size <= 0:
+            raise InputError(f"train.batch_size must be positive, got {config.batch_size}.")
+        if len(task.splits.train) < config.batch_size:
+            raise InputError(
+                f"The training split has {len(task.splits.train)} windows, fewer than one batch "
+                f"of {config.batch_size}. Lower --batch-size or use more data."
+            )
+        if config.optimizer not in OPTIMIZERS:
+            raise InputError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'.")
+        if config.scheduler != "none" and config.scheduler not in SCHEDULERS:
+            raise InputError(f"train.scheduler must be none or one of {sorted(SCHEDULERS)}, got '{config.scheduler}'.")
+        self.task = task
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.on_epoch = on_epoch
+        self.quiet = quiet
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
+        self.optimizer = None
+        self.scheduler = None
+        if model.trainable:
+            self.optimizer = OPTIMIZERS[config.optimizer](
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
+            if config.scheduler != "none":
+                self.scheduler = SCHEDULERS[config.scheduler](self.optimizer, **config.scheduler_params)
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
+
+    # ------------------------------------------------------------------ public
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train (or, for a model with nothing to learn by gradient, just fit its statistics)."""
+        config = self.config
+        self.model.fit_train(self.task)
+        if not self.model.trainable:
+            metrics = self.evaluate("val")
+            if self.on_epoch:
+                self.on_epoch(1, {f"val_{k}": v for k, v in metrics.items()})
+            return FitResult(best_epoch=1, epochs_run=1, seconds_per_epoch=0.0,
+                             history=[{f"val_{k}": v for k, v in metrics.items()}])
+
+        state = self._initial_state(resume)
+        epoch_seconds: list[float] = state["epoch_seconds"]
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            started = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            val = self.evaluate("val")
+            elapsed = time.perf_counter() - started
+            epoch_seconds.append(elapsed)
+            monitored = val.get(config.monitor)
+            if monitored is None:
+                raise InputError(f"train.monitor '{config.monitor}' is not a validation metric: {sorted(val)}.")
+            improved = monitored < state["best_value"] - config.min_delta
+            if improved:
+                state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
+                state["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+            self._step_scheduler(monitored)
+            metrics = {"train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
+                       "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": elapsed}
+            state["history"].append(metrics)
+            state["epoch"] = epoch
+            self._save(state)
+            if self.on_epoch:
+                self.on_epoch(epoch, metrics)
+            self._report(epoch, metrics, improved)
+            if config.patience is not None and state["bad_epochs"] >= config.patience:
+                self._log(f"early stop: no validation improvement for {config.patience} epochs")
+                break
+        self.model.load_state_dict(state["best_state"])
+        mean_seconds = sum(epoch_seconds) / max(len(epoch_seconds), 1)
+        return FitResult(state["best_epoch"], state["epoch"], mean_seconds, state["history"])
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Masked metrics of ``split`` in the data's units."""
+        return self.predict_split(split, collect=False)[0].compute()
+
+    @torch.no_grad()
+    def predict_split(self, split: str, collect: bool = True) -> tuple[ForecastMetrics, torch.Tensor | None]:
+        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts ``[S, H, N, F]``."""
+        self.model.eval()
+        metrics = self.task.new_metrics()
+        outputs = []
+        for batch in self.task.batches(split, self.eval_batch_size, limit=self.config.limit_batches):
+            batch = batch.to(self.device)
+            with self._autocast():
+                output = self.model(batch)
+            prediction = self.task.predict(output.float())
+            metrics.update(prediction, batch.y, batch.y_mask)
+            if collect:
+                outputs.append(prediction.cpu())
+        return metrics, (torch.cat(outputs) if collect else None)
+
+    # ------------------------------------------------------------------ internals
+    def _initial_state(self, resume: bool) -> dict[str, Any]:
+        path = self.run_dir / CHECKPOINT
+        if resume:
+            if not path.is_file():
+                raise InputError(f"Cannot resume: no checkpoint at {path}.")
+            saved = load_checkpoint(path)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scheduler is not None and saved.get("scheduler"):
+                self.scheduler.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["rng"])
+            if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            self._log(f"resuming after epoch {saved['epoch']} from {path}")
+            return saved["trainer"] | {"epoch": saved["epoch"]}
+        torch.manual_seed(self.config.seed)
+        return {"epoch": 0, "best_value": math.inf, "best_epoch": 0, "bad_epochs": 0,
+                "best_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "history": [], "epoch_seconds": []}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        trainer_state = {k: v for k, v in state.items() if k != "epoch"}
+        save_checkpoint(self.run_dir / CHECKPOINT, {
+            "epoch": state["epoch"],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "trainer": trainer_state,
+        })
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or self.config.amp == "none":
+            return None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.amp]
+
+    def _autocast(self):
+        dtype = self._amp_dtype()
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _train_epoch(self, epoch: int) -> float:
+        config = self.config
+        self.model.train()
+        total = self.task.num_batches("train", config.batch_size)
+        if config.limit_batches is not None:
+            total = min(total, config.limit_batches)
+        batches = self.task.batches("train", config.batch_size, shuffle=True, seed=config.seed,
+                                    epoch=epoch, limit=config.limit_batches)
+        loss_sum, count = 0.0, 0
+        with self._progress(total, f"epoch {epoch}/{config.epochs}") as bar:
+            for number, batch in enumerate(batches, start=1):
+                batch = batch.to(self.device)
+                with self._autocast():
+                    output = self.model(batch)
+                loss = self.task.loss(output.float(), batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"The training loss became {loss.item()} at epoch {epoch}, batch {number}. "
+                        "Lower the learning rate (--lr), keep gradient clipping on "
+                        "(train.clip_grad_norm) or check the input data for extreme values."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                self._scaler.scale(loss).backward()
+                if config.clip_grad_norm is not None:
+                    self._scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+                self._scaler.step(self.optimizer)
+                self._scaler.update()
+                loss_sum += loss.item()
+                count += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+        return loss_sum / max(count, 1)
+
+    def _step_scheduler(self, monitored: float) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(monitored)
+        else:
+            self.scheduler.step()
+
+    def _progress(self, total: int, description: str):
+        disabled = self.quiet or not sys.stderr.isatty()
+        return tqdm(total=total, desc=description, leave=False, disable=disabled, file=sys.stderr,
+                    dynamic_ncols=True)
+
+    def _report(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
+        monitor = f"val_{self.config.monitor}"
+        remaining = (self.config.epochs - epoch) * metrics["epoch_seconds"]
+        self._log(f"epoch {epoch}/{self.config.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                  f"{monitor} {metrics[monitor]:.4f}{' *' if improved else ''}  "
+                  f"{metrics['epoch_seconds']:.1f}s  (at most {remaining:.0f}s left)")
+
+    def _log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,40 @@
+import pytest
+
+from stgraph.config import from_dict, parse_assignment, set_path
+from stgraph.errors import InputError
+from stgraph.pipeline import FitConfig, resolve_config
+
+
+def test_unknown_key_is_an_error_with_a_suggestion():
+    with pytest.raises(InputError, match=r"Unknown config key 'config.train.lrr'.*Did you mean 'lr'"):
+        from_dict(FitConfig, {"train": {"lrr": 0.1}}, "config")
+
+
+def test_strings_from_set_are_coerced_and_bad_types_rejected():
+    config = from_dict(FitConfig, {"train": {"epochs": "3", "clip_grad_norm": None}}, "config")
+    assert config.train.epochs == 3 and config.train.clip_grad_norm is None
+    with pytest.raises(InputError, match="'config.train.epochs' must be int"):
+        from_dict(FitConfig, {"train": {"epochs": "many"}}, "config")
+
+
+def test_set_assignment_parses_yaml_values():
+    data = {}
+    key, value = parse_assignment("model.params.hidden=32")
+    set_path(data, key, value)
+    assert data == {"model": {"params": {"hidden": 32}}}
+    with pytest.raises(InputError, match="key=value"):
+        parse_assignment("oops")
+
+
+def test_resolve_layers_pipeline_then_set_then_flags():
+    config = resolve_config("simulator", assignments=["train.lr=0.5", "train.epochs=2"],
+                            flags={"train.epochs": 7})
+    assert config.model.name == "stid" and config.model.params == {"hidden": 32, "num_layers": 2}
+    assert config.train.lr == 0.5 and config.train.epochs == 7
+    other = resolve_config("simulator", model="persistence")
+    assert other.model.params == {}  # the pipeline's params were for another model
+
+
+def test_unknown_model_is_an_error_with_a_suggestion():
+    with pytest.raises(InputError, match="Unknown model 'persistance'.*Did you mean 'persistence'"):
+        resolve_config("simulator", model="persistance")
