@@ -30,12 +30,22 @@ def _fit_parser(commands) -> None:
     p.add_argument("--download", action="store_true", help="download missing dataset files")
     p.add_argument("--graph", help="your own data: edge list (from,to,weight) or adjacency CSV")
     p.add_argument("--freq", help="your own data: sampling interval, e.g. 15min")
-    p.add_argument("--null-value", choices=("zero", "nan", "none"),
-                   help="your own data: what marks a missing reading (0 is real in flow/count data)")
+    p.add_argument(
+        "--null-value",
+        choices=("zero", "nan", "none"),
+        help="your own data: what marks a missing reading (0 is real in flow/count data)",
+    )
     p.add_argument("--config", help="YAML file with data/model/train/tracking sections")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set model.params.hidden=32")
-    p.add_argument("--resume", metavar="RUN_ID", help="continue a killed run from its last checkpoint")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set model.params.hidden=32",
+    )
+    p.add_argument(
+        "--resume", metavar="RUN_ID", help="continue a killed run from its last checkpoint"
+    )
     p.add_argument("--register", metavar="NAME", help="register the model in the MLflow registry")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     _output_flags(p)
@@ -60,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser("list", help="the datasets with a card")
     info = data.add_parser("info", help="a dataset's card")
     info.add_argument("name")
-    download = data.add_parser("download", help="fetch a dataset's files (sha256-checked, resumable)")
+    download = data.add_parser(
+        "download", help="fetch a dataset's files (sha256-checked, resumable)"
+    )
     download.add_argument("name")
     download.add_argument("--data-dir")
     for sub in (p, info, download):
@@ -76,17 +88,27 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         config = _config_of_run(args.resume)
     else:
-        flags = {"model.name": args.model, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-                 "train.lr": args.lr, "train.seed": args.seed, "train.threads": args.threads,
-                 "data.data_dir": args.data_dir, "data.download": args.download or None,
-                 "data.graph_file": args.graph, "data.freq": args.freq,
-                 "data.null_value": args.null_value, "tracking.register": args.register}
+        flags = {
+            "model.name": args.model,
+            "train.epochs": args.epochs,
+            "train.batch_size": args.batch_size,
+            "train.lr": args.lr,
+            "train.seed": args.seed,
+            "train.threads": args.threads,
+            "data.data_dir": args.data_dir,
+            "data.download": args.download or None,
+            "data.graph_file": args.graph,
+            "data.freq": args.freq,
+            "data.null_value": args.null_value,
+            "tracking.register": args.register,
+        }
         config = pipeline.resolve_config(args.dataset, args.model, args.config, args.set, flags)
     return pipeline.fit(config, resume_run_id=args.resume, quiet=args.quiet)
 
 
 def _config_of_run(run_id: str):
     import mlflow
+    import yaml
 
     from stgraph import pipeline
     from stgraph.config import from_dict
@@ -94,9 +116,11 @@ def _config_of_run(run_id: str):
 
     mlflow.set_tracking_uri(tracking_uri())
     try:
-        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.yaml")
+        data = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
     except Exception:
-        raise InputError(f"Run '{run_id}' has no config.yaml in the MLflow store {tracking_uri()}.") from None
+        raise InputError(
+            f"Run '{run_id}' has no config.yaml in the MLflow store {tracking_uri()}."
+        ) from None
     return from_dict(pipeline.FitConfig, data, "config")
 
 
@@ -120,8 +144,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(prepared.task, model, config.train, Path(tmp), quiet=True)
         test = trainer.evaluate("test")
-    return {"run_id": args.run_id, "dataset": prepared.raw.series.name, "model": config.model.name,
-            "test": test}
+    return {
+        "run_id": args.run_id,
+        "dataset": prepared.raw.series.name,
+        "model": config.model.name,
+        "test": test,
+    }
 
 
 def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +159,9 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
         rows = []
         for name in list_cards():
             card = load_card(name)
-            rows.append({"name": name, "domain": card.domain, "title": card.title, "format": card.format})
+            rows.append(
+                {"name": name, "domain": card.domain, "title": card.title, "format": card.format}
+            )
         for row in rows:
             print(f"{row['name']:<14} {row['domain']:<9} {row['title']}")
         return {"datasets": rows}
@@ -174,7 +204,9 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
     if command not in ("fit", "evaluate"):
         return
     test = result["test"]
-    names = [k for k in test if k.startswith("mae")] + [k for k in test if k.startswith(("rmse", "mape"))]
+    names = [k for k in test if k.startswith("mae")] + [
+        k for k in test if k.startswith(("rmse", "mape"))
+    ]
     print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
     print("  " + "  ".join(f"{name} {test[name]:.4f}" for name in names))
 
@@ -207,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # internal error: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        print(f"stgraph: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"stgraph: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return 1
     if getattr(args, "json", False):
         print(json.dumps(_json_safe(result)))

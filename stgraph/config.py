@@ -18,7 +18,9 @@ C = TypeVar("C")
 def option(default: Any, help: str) -> Any:
     """A config field with a default and a help string (shown by ``stgraph models``)."""
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={"help": help}
+        )
     return dataclasses.field(default=default, metadata={"help": help})
 
 
@@ -101,7 +103,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return str(value)
     elif isinstance(value, hint):
         return value
-    raise InputError(f"Config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}.")
+    raise InputError(
+        f"Config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}."
+    )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Errors that reach the user as one clear paragraph and exit code 2 (bad input or usage).
 
-Anything else that escapes is an internal error (exit code 1). Raise `InputError` with a message that
-names the file or key and says what is wrong and how to fix it.
+Anything else that escapes is an internal error (exit code 1). Raise `InputError` with a message
+that names the file or key and says what is wrong and how to fix it.
 """
 
 from __future__ import annotations

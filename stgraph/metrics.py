@@ -64,7 +64,9 @@ class ForecastMetrics:
             n_ape = float(self._ape_count[select].sum())
             results[f"mae{suffix}"] = float(abs_sum[select].sum()) / n if n else math.nan
             results[f"rmse{suffix}"] = math.sqrt(float(sq_sum[select].sum()) / n) if n else math.nan
-            results[f"mape{suffix}"] = 100 * float(ape_sum[select].sum()) / n_ape if n_ape else math.nan
+            results[f"mape{suffix}"] = (
+                100 * float(ape_sum[select].sum()) / n_ape if n_ape else math.nan
+            )
 
         for step in self.steps:
             finish([step - 1], f"@{step}")

@@ -7,13 +7,13 @@ from ``pipelines/``, then ``--config``, then ``--set``, then explicit flags); `f
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -116,6 +116,10 @@ def resolve_config(
             set_path(data, key, value)
     config = from_dict(FitConfig, data, "config")
     MODELS.get(config.model.name)  # unknown model: fail before loading any data
+    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size")):
+        value = getattr(config.train, key)
+        if value <= 0:  # fail before loading any data (the trainer checks again)
+            raise InputError(f"train.{key} ({flag}) must be positive, got {value}.")
     return config
 
 
@@ -131,20 +135,33 @@ class Prepared:
 def prepare(config: FitConfig) -> Prepared:
     """Load the data, split it, build the graph from training steps only, make the task."""
     d = config.data
-    raw = open_dataset(d.dataset, data_dir=d.data_dir, download=d.download, graph=d.graph_file,
-                       freq=d.freq, null_value=d.null_value)
+    raw = open_dataset(
+        d.dataset,
+        data_dir=d.data_dir,
+        download=d.download,
+        graph=d.graph_file,
+        freq=d.freq,
+        null_value=d.null_value,
+    )
     series = raw.series
     split = deep_merge(raw.card.split, d.split)
     splits = split_samples(series.timestamps, d.window, d.horizon, **split)
     # A different graph method replaces the card's recipe; the same one only tunes it.
-    same_method = d.graph.get("method", raw.card.graph.get("method")) == raw.card.graph.get("method")
+    same_method = d.graph.get("method", raw.card.graph.get("method")) == raw.card.graph.get(
+        "method"
+    )
     recipe = deep_merge(raw.card.graph, d.graph) if same_method else dict(d.graph)
     graph = build_graph(raw, recipe, splits.train_steps)
     task = ForecastTask(series, graph, splits, d.window, d.horizon, loss=d.loss)
     coords = torch.from_numpy(series.coords).float() if series.coords is not None else None
     context = ModelContext(
-        num_nodes=series.num_nodes, in_channels=series.num_channels, out_channels=task.num_targets,
-        window=d.window, horizon=d.horizon, steps_per_day=series.steps_per_day, graph=graph,
+        num_nodes=series.num_nodes,
+        in_channels=series.num_channels,
+        out_channels=task.num_targets,
+        window=d.window,
+        horizon=d.horizon,
+        steps_per_day=series.steps_per_day,
+        graph=graph,
         coords=coords,
     )
     return Prepared(raw, task, context)
@@ -161,36 +178,66 @@ def fit(config: FitConfig, resume_run_id: str | None = None, quiet: bool = False
     prepared = prepare(config)
     task = prepared.task
     torch.manual_seed(config.train.seed)
-    np.random.seed(config.train.seed)
     model = build_model(config.model.name, config.model.params, prepared.context)
     experiment = config.tracking.experiment or prepared.raw.series.name
     run_name = f"{config.model.name}-{prepared.raw.series.name}"
+    # Built before the MLflow run exists, so that bad training settings (a batch larger than the
+    # training split, an unknown optimiser) fail without leaving a run and its artifacts behind.
+    trainer = Trainer(task, model, config.train, runs_dir(), quiet=quiet)
     with Tracker(experiment, run_name, resume_run_id) as tracker:
         run_dir = runs_dir() / tracker.run_id
+        if not quiet:
+            print(
+                f"stgraph: run {tracker.run_id} in experiment '{experiment}' "
+                f"({tracker.uri}); continue an interrupted fit with --resume {tracker.run_id}",
+                file=sys.stderr,
+                flush=True,
+            )
         tracker.log_config(to_dict(config))
-        tracker.set_tags({"stgraph.version": __version__, "dataset": prepared.raw.series.name,
-                          "model": config.model.name, "pid": str(os.getpid())})
+        tracker.set_tags(
+            {
+                "stgraph.version": __version__,
+                "dataset": prepared.raw.series.name,
+                "model": config.model.name,
+                "pid": str(os.getpid()),
+            }
+        )
         tracker.log_metrics({"parameters": count_parameters(model)})
-        trainer = Trainer(task, model, config.train, run_dir, quiet=quiet,
-                          on_epoch=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch))
+        trainer.run_dir = run_dir
+        trainer.on_epoch = lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch)
         started = time.perf_counter()
         result = trainer.fit(resume=resume_run_id is not None)
         test_metrics, predictions = trainer.predict_split("test")
         test = test_metrics.compute()
         tracker.log_metrics(test, prefix="test_")
-        tracker.log_metrics({"best_epoch": result.best_epoch,
-                             "fit_seconds": time.perf_counter() - started,
-                             "seconds_per_epoch": result.seconds_per_epoch})
+        tracker.log_metrics(
+            {
+                "best_epoch": result.best_epoch,
+                "fit_seconds": time.perf_counter() - started,
+                "seconds_per_epoch": result.seconds_per_epoch,
+            }
+        )
         with tempfile.TemporaryDirectory(prefix="stgraph-") as tmp:
             from stgraph.forecast.bundle import save_bundle
 
             bundle = Path(tmp) / "model.pt"
-            save_bundle(bundle, task, model, config.model.name, config.model.params,
-                        prepared.raw.card.null_value)
+            save_bundle(
+                bundle,
+                task,
+                model,
+                config.model.name,
+                config.model.params,
+                prepared.raw.card.null_value,
+            )
             tracker.log_artifact(bundle, "checkpoint")
-            log_evaluation(tracker, test_metrics, task, predictions, Path(tmp),
-                           config.tracking.plot_nodes)
-            version = tracker.log_model(bundle, config.tracking.register) if config.tracking.log_model else None
+            log_evaluation(
+                tracker, test_metrics, task, predictions, Path(tmp), config.tracking.plot_nodes
+            )
+            version = (
+                tracker.log_model(bundle, config.tracking.register)
+                if config.tracking.log_model
+                else None
+            )
     return {
         "run_id": tracker.run_id,
         "dataset": prepared.raw.series.name,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,20 +36,3 @@ def _isolated_user_dirs(_session_home, tmp_path, monkeypatch):
     monkeypatch.setenv("STGRAPH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_session_home / 'mlflow.db'}")
     monkeypatch.delenv("STGRAPH_DATA_DIR", raising=False)
-
-
-def make_series(values: np.ndarray, mask: np.ndarray | None = None, freq: str = "5min",
-                start: str = "2024-01-01", name: str = "toy"):
-    """A `Series` from ``[T, N]`` or ``[T, N, F]`` values (mask: nonzero entries)."""
-    from stgraph.data.series import Series
-
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim == 2:
-        values = values[..., None]
-    if mask is None:
-        mask = values != 0
-    mask = np.asarray(mask, dtype=bool).reshape(values.shape)
-    stamps = pd.date_range(start, periods=values.shape[0], freq=freq)
-    nodes = tuple(f"n{i}" for i in range(values.shape[1]))
-    channels = tuple(f"c{i}" for i in range(values.shape[2]))
-    return Series(values, mask, stamps, nodes, channels, name)

@@ -36,7 +36,9 @@ class DatasetCard:
     frequency: str
     target: str = "value"
     units: str = ""
-    null_value: str = "zero"  # zero: 0 means missing (speed); nan: NaN means missing; none: all real
+    null_value: str = (
+        "zero"  # zero: 0 means missing (speed); nan: NaN means missing; none: all real
+    )
     allow_nonfinite: bool = False  # False: NaN/inf in the file (beyond null_value) is an error
     domain: str = "traffic"
     title: str = ""

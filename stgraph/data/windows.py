@@ -12,6 +12,7 @@ the last ``round(0.2 S)`` test and the rest validate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -72,20 +73,24 @@ def split_samples(
         starts = starts[day[starts - window + 1] == day[starts + horizon]]
     if method == "ratio":
         if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-            raise InputError(f"split ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+            raise InputError(
+                f"split ratios must be three non-negative numbers summing to 1, got {list(ratios)}"
+            )
         total = len(starts)
         num_train = round(ratios[0] * total)
         num_test = round(ratios[2] * total)
-        parts = (starts[:num_train], starts[num_train : total - num_test], starts[total - num_test :])
+        parts = (
+            starts[:num_train],
+            starts[num_train : total - num_test],
+            starts[total - num_test :],
+        )
     elif method == "date":
         if val_start is None or test_start is None:
             raise InputError("split method 'date' needs split.val_start and split.test_start")
         bounds = np.searchsorted(timestamps.asi8, pd.DatetimeIndex([val_start, test_start]).asi8)
         first, last = starts - window + 1, starts + horizon
         edges = [0, int(bounds[0]), int(bounds[1]), num_steps]
-        parts = tuple(
-            starts[(first >= lo) & (last < hi)] for lo, hi in zip(edges[:-1], edges[1:])
-        )
+        parts = tuple(starts[(first >= lo) & (last < hi)] for lo, hi in pairwise(edges))
     else:
         raise InputError(f"Unknown split method '{method}'. Known: ratio, date.")
     for name, part in zip(SPLITS, parts):

@@ -27,8 +27,14 @@ from stgraph.training.checkpoint import atomic_write_bytes
 FORMAT_VERSION = 1
 
 
-def save_bundle(path: Path, task: ForecastTask, model: ForecastModel, model_name: str,
-                model_params: dict[str, Any], null_value: str) -> None:
+def save_bundle(
+    path: Path,
+    task: ForecastTask,
+    model: ForecastModel,
+    model_name: str,
+    model_params: dict[str, Any],
+    null_value: str,
+) -> None:
     series = task.series
     context = model.context
     bundle = {
@@ -38,8 +44,11 @@ def save_bundle(path: Path, task: ForecastTask, model: ForecastModel, model_name
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "context": {k: v for k, v in asdict(context).items() if k not in ("graph", "coords")},
         "coords": context.coords,
-        "graph": {"edge_index": task.graph.edge_index, "edge_weight": task.graph.edge_weight,
-                  "num_nodes": task.graph.num_nodes},
+        "graph": {
+            "edge_index": task.graph.edge_index,
+            "edge_weight": task.graph.edge_weight,
+            "num_nodes": task.graph.num_nodes,
+        },
         "scaler": task.scaler.state_dict(),
         "dataset": series.name,
         "node_ids": list(series.node_ids),
@@ -80,8 +89,9 @@ class Forecaster:
     def horizon(self) -> int:
         return self.context.horizon
 
-    def forecast(self, history: pd.DataFrame, as_of: pd.Timestamp | None = None,
-                 source: str = "input") -> pd.DataFrame:
+    def forecast(
+        self, history: pd.DataFrame, as_of: pd.Timestamp | None = None, source: str = "input"
+    ) -> pd.DataFrame:
         """Forecast the horizon after ``as_of`` from a wide history table.
 
         Args:
@@ -105,23 +115,31 @@ class Forecaster:
         y_tod, y_dow = calendar_features(future)
         n, k = len(self.node_ids), self.bundle["num_targets"]
         batch = ForecastBatch(
-            x=x, x_mask=x_mask,
-            x_tod=torch.from_numpy(x_tod)[None], x_dow=torch.from_numpy(x_dow)[None],
-            y_tod=torch.from_numpy(y_tod)[None], y_dow=torch.from_numpy(y_dow)[None],
-            y=torch.zeros(1, self.horizon, n, k), y_mask=torch.zeros(1, self.horizon, n, k, dtype=torch.bool),
+            x=x,
+            x_mask=x_mask,
+            x_tod=torch.from_numpy(x_tod)[None],
+            x_dow=torch.from_numpy(x_dow)[None],
+            y_tod=torch.from_numpy(y_tod)[None],
+            y_dow=torch.from_numpy(y_dow)[None],
+            y=torch.zeros(1, self.horizon, n, k),
+            y_mask=torch.zeros(1, self.horizon, n, k, dtype=torch.bool),
             anchor=torch.zeros(1, dtype=torch.long),
         )
         with torch.no_grad():
             output = self.model(batch)[:, : self.horizon]
         prediction = self.scaler.inverse(output, slice(0, k))[0, :, :, 0].numpy()  # [H, N]
-        return pd.DataFrame({
-            "timestamp": np.repeat(future, n),
-            "node": np.tile(np.asarray(self.node_ids, dtype=object), self.horizon),
-            "horizon": np.repeat(np.arange(1, self.horizon + 1), n),
-            "value": prediction.reshape(-1).astype(np.float64),
-        })
+        return pd.DataFrame(
+            {
+                "timestamp": np.repeat(future, n),
+                "node": np.tile(np.asarray(self.node_ids, dtype=object), self.horizon),
+                "horizon": np.repeat(np.arange(1, self.horizon + 1), n),
+                "value": prediction.reshape(-1).astype(np.float64),
+            }
+        )
 
-    def _window(self, history: pd.DataFrame, as_of: pd.Timestamp | None, source: str) -> pd.DataFrame:
+    def _window(
+        self, history: pd.DataFrame, as_of: pd.Timestamp | None, source: str
+    ) -> pd.DataFrame:
         if not isinstance(history.index, pd.DatetimeIndex):
             raise InputError(f"{source}: the history must be indexed by timestamps.")
         missing = [node for node in self.node_ids if node not in history.columns]
@@ -129,7 +147,8 @@ class Forecaster:
         if missing or extra:
             raise InputError(
                 f"{source}: node ids differ from the model's training data "
-                f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} unknown, e.g. {extra[:3]})."
+                f"({len(missing)} missing, e.g. {missing[:3]}; "
+                f"{len(extra)} unknown, e.g. {extra[:3]})."
             )
         if not history.index.is_monotonic_increasing or history.index.has_duplicates:
             raise InputError(f"{source}: timestamps must be strictly increasing.")
@@ -145,6 +164,7 @@ class Forecaster:
         if (steps != self.freq.value).any():
             raise InputError(
                 f"{source}: the last {self.window} timestamps are not spaced at the model's "
-                f"frequency {self.freq} (found gaps of {sorted(set(pd.to_timedelta(steps).astype(str)))})."
+                f"frequency {self.freq} (found gaps of "
+                f"{sorted(set(pd.to_timedelta(steps).astype(str)))})."
             )
         return window

@@ -24,7 +24,7 @@ from stgraph.registry import Registry
 
 @dataclass
 class ModelConfig:
-    """Base of every model's config. Subclasses add typed fields made with `stgraph.config.option`."""
+    """Base of every model's config: subclasses add typed fields made with `config.option`."""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ class STID(ForecastModel):
             self.day_of_week = nn.Embedding(7, d)
             parts += 2
         width = parts * d
-        self.encoder = nn.Sequential(*[_ResidualMLP(width, config.dropout) for _ in range(config.num_layers)])
+        self.encoder = nn.Sequential(
+            *[_ResidualMLP(width, config.dropout) for _ in range(config.num_layers)]
+        )
         self.head = nn.Linear(width, context.horizon * context.out_channels)
 
     def forward(self, batch) -> torch.Tensor:

@@ -68,7 +68,10 @@ class SttnConfig(ModelConfig):
     num_heads: int = option(2, "Attention heads (spatial and temporal).")
     ffn_dim: int = option(128, "Hidden width of the transformer feed-forward nets.")
     cheb_order: int = option(3, "Chebyshev terms K of the fixed-graph branch (0 disables it).")
-    dropout: float = option(0.1, "Dropout in attention, feed-forward nets and the head.")
+    dropout: float = option(0.1, "Dropout on attention outputs, feed-forward nets and the head.")
+    attention_dropout: float = option(
+        0.0, "Dropout on attention weights (> 0 disables the fused attention kernel on CPU)."
+    )
     spatial_encoding: str = option("laplacian", "Node encoding: laplacian, learnable or none.")
     laplacian_dim: int = option(16, "Laplacian eigenvectors projected by the laplacian encoding.")
     temporal_encoding: str = option("learnable", "Window positions: learnable, sinusoidal, none.")
@@ -87,8 +90,10 @@ class _SttnBlock(nn.Module):
     def __init__(self, config: SttnConfig, operator) -> None:
         super().__init__()
         d = config.embed_dim
-        self.spatial = TransformerBlock(d, config.num_heads, config.ffn_dim, config.dropout, -2)
-        self.temporal = TransformerBlock(d, config.num_heads, config.ffn_dim, config.dropout, -3)
+        heads, ffn, p = config.num_heads, config.ffn_dim, config.dropout
+        p_attn = config.attention_dropout
+        self.spatial = TransformerBlock(d, heads, ffn, p, -2, attention_dropout=p_attn)
+        self.temporal = TransformerBlock(d, heads, ffn, p, -3, attention_dropout=p_attn)
         self.cheb = ChebConv(d, d, operator, config.cheb_order) if operator is not None else None
         if self.cheb is not None:
             self.graph_norm = nn.LayerNorm(d)

@@ -184,6 +184,9 @@ class TransformerBlock(nn.Module):
             node axis of ``[B, T, N, C]`` (spatial), ``-3`` its time axis (temporal).
         norm_first: pre-norm instead of post-norm.
         activation: ``relu`` or ``gelu`` in the FFN.
+        attention_dropout: dropout on the attention weights (default: ``dropout``). On CPU any
+            non-zero value makes SDPA fall back to its unfused kernel, which materialises the
+            ``[.., L, L]`` weights.
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class TransformerBlock(nn.Module):
         axis: int = -2,
         norm_first: bool = False,
         activation: str = "relu",
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if axis >= -1:
@@ -204,7 +208,8 @@ class TransformerBlock(nn.Module):
         ffn_dim = ffn_dim or 2 * dim
         self.axis = axis
         self.norm_first = norm_first
-        self.attention = MultiHeadAttention(dim, num_heads, dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attention = MultiHeadAttention(dim, num_heads, attention_dropout)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.ReLU() if activation == "relu" else nn.GELU(),

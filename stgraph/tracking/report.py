@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: runs from cron and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
 
 def predictions_frame(task, predictions: torch.Tensor) -> pd.DataFrame:
@@ -23,15 +23,17 @@ def predictions_frame(task, predictions: torch.Tensor) -> pd.DataFrame:
     target_index = anchors[:, None] + np.arange(1, h + 1)
     targets = task.series.values[target_index][..., 0]
     observed = task.series.mask[target_index][..., 0]
-    return pd.DataFrame({
-        "as_of": np.repeat(stamps[anchors], h * n),
-        "timestamp": np.repeat(stamps[target_index.reshape(-1)], n),
-        "node": pd.Categorical(np.tile(np.asarray(task.series.node_ids), s * h)),
-        "horizon": np.tile(np.repeat(np.arange(1, h + 1, dtype=np.int16), n), s),
-        "prediction": predictions[..., 0].reshape(-1).numpy(),
-        "target": targets.reshape(-1),
-        "observed": observed.reshape(-1),
-    })
+    return pd.DataFrame(
+        {
+            "as_of": np.repeat(stamps[anchors], h * n),
+            "timestamp": np.repeat(stamps[target_index.reshape(-1)], n),
+            "node": pd.Categorical(np.tile(np.asarray(task.series.node_ids), s * h)),
+            "horizon": np.tile(np.repeat(np.arange(1, h + 1, dtype=np.int16), n), s),
+            "prediction": predictions[..., 0].reshape(-1).numpy(),
+            "target": targets.reshape(-1),
+            "observed": observed.reshape(-1),
+        }
+    )
 
 
 def horizon_figure(per_step: dict[str, list[float]]):
@@ -51,20 +53,30 @@ def horizon_figure(per_step: dict[str, list[float]]):
 def forecast_figure(frame: pd.DataFrame, nodes: int, horizon: int):
     """Truth and the ``horizon``-step-ahead forecast over the test period for a few nodes."""
     chosen = list(frame["node"].cat.categories[:nodes])
-    figure, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.2 * len(chosen)), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        len(chosen), 1, figsize=(9, 2.2 * len(chosen)), sharex=True, squeeze=False
+    )
     subset = frame[(frame["horizon"] == horizon) & frame["node"].isin(chosen)]
     for axis, node in zip(axes[:, 0], chosen):
         rows = subset[subset["node"] == node]
         truth = rows["target"].where(rows["observed"])
         axis.plot(rows["timestamp"], truth, color="black", lw=1, label="truth")
-        axis.plot(rows["timestamp"], rows["prediction"], color="tab:red", lw=1, label=f"{horizon}-step forecast")
+        axis.plot(
+            rows["timestamp"],
+            rows["prediction"],
+            color="tab:red",
+            lw=1,
+            label=f"{horizon}-step forecast",
+        )
         axis.set_ylabel(str(node))
     axes[0, 0].legend(loc="lower left", fontsize="small")
     figure.tight_layout()
     return figure
 
 
-def log_evaluation(tracker, metrics, task, predictions: torch.Tensor, workdir: Path, plot_nodes: int) -> None:
+def log_evaluation(
+    tracker, metrics, task, predictions: torch.Tensor, workdir: Path, plot_nodes: int
+) -> None:
     """Log the plots and the predictions of the test split (``metrics``: its ForecastMetrics)."""
     figure = horizon_figure(metrics.per_step())
     tracker.log_figure(figure, "plots/test_error_by_horizon.png")

@@ -12,7 +12,7 @@ import torch
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -11,7 +11,9 @@ from stgraph.config import option
 class TrainConfig:
     epochs: int = option(100, "maximum number of epochs")
     batch_size: int = option(64, "windows per training batch")
-    eval_batch_size: int | None = option(None, "windows per evaluation batch (default: 2 x batch_size)")
+    eval_batch_size: int | None = option(
+        None, "windows per evaluation batch (default: 2 x batch_size)"
+    )
     lr: float = option(1e-3, "learning rate")
     optimizer: str = option("adam", "adam | adamw | rmsprop")
     weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
@@ -19,10 +21,14 @@ class TrainConfig:
     scheduler_params: dict = option({}, "keyword arguments of the torch LR scheduler")
     clip_grad_norm: float | None = option(5.0, "clip the gradient norm to this value (None: off)")
     patience: int | None = option(10, "stop after this many epochs without validation improvement")
-    monitor: str = option("mae_avg12", "validation metric for early stopping and the best model")
+    monitor: str | None = option(
+        None, "validation metric for early stopping and model selection (default: mae_avgH)"
+    )
     min_delta: float = option(0.0, "smallest decrease of the monitored metric that counts")
     seed: int = option(0, "seed of weights, shuffling and dropout")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     amp: str = option("none", "mixed precision on CUDA: none | bf16 | fp16")
-    limit_batches: int | None = option(None, "at most this many batches per epoch and split (smoke runs)")
+    limit_batches: int | None = option(
+        None, "at most this many batches per epoch and split (smoke runs)"
+    )

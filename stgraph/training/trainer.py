@@ -82,9 +82,14 @@ class Trainer:
                 f"of {config.batch_size}. Lower --batch-size or use more data."
             )
         if config.optimizer not in OPTIMIZERS:
-            raise InputError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'.")
+            raise InputError(
+                f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'."
+            )
         if config.scheduler != "none" and config.scheduler not in SCHEDULERS:
-            raise InputError(f"train.scheduler must be none or one of {sorted(SCHEDULERS)}, got '{config.scheduler}'.")
+            raise InputError(
+                f"train.scheduler must be none or one of {sorted(SCHEDULERS)}, "
+                f"got '{config.scheduler}'."
+            )
         self.task = task
         self.config = config
         self.run_dir = Path(run_dir)
@@ -93,6 +98,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
+        self.monitor = config.monitor or f"mae_avg{task.horizon}"
         self.optimizer = None
         self.scheduler = None
         if model.trainable:
@@ -100,7 +106,9 @@ class Trainer:
                 model.parameters(), lr=config.lr, weight_decay=config.weight_decay
             )
             if config.scheduler != "none":
-                self.scheduler = SCHEDULERS[config.scheduler](self.optimizer, **config.scheduler_params)
+                self.scheduler = SCHEDULERS[config.scheduler](
+                    self.optimizer, **config.scheduler_params
+                )
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 
     # ------------------------------------------------------------------ public
@@ -112,8 +120,12 @@ class Trainer:
             metrics = self.evaluate("val")
             if self.on_epoch:
                 self.on_epoch(1, {f"val_{k}": v for k, v in metrics.items()})
-            return FitResult(best_epoch=1, epochs_run=1, seconds_per_epoch=0.0,
-                             history=[{f"val_{k}": v for k, v in metrics.items()}])
+            return FitResult(
+                best_epoch=1,
+                epochs_run=1,
+                seconds_per_epoch=0.0,
+                history=[{f"val_{k}": v for k, v in metrics.items()}],
+            )
 
         state = self._initial_state(resume)
         epoch_seconds: list[float] = state["epoch_seconds"]
@@ -123,18 +135,26 @@ class Trainer:
             val = self.evaluate("val")
             elapsed = time.perf_counter() - started
             epoch_seconds.append(elapsed)
-            monitored = val.get(config.monitor)
+            monitored = val.get(self.monitor)
             if monitored is None:
-                raise InputError(f"train.monitor '{config.monitor}' is not a validation metric: {sorted(val)}.")
+                raise InputError(
+                    f"train.monitor '{self.monitor}' is not a validation metric: {sorted(val)}."
+                )
             improved = monitored < state["best_value"] - config.min_delta
             if improved:
                 state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
-                state["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                state["best_state"] = {
+                    k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                }
             else:
                 state["bad_epochs"] += 1
             self._step_scheduler(monitored)
-            metrics = {"train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                       "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": elapsed}
+            metrics = {
+                "train_loss": train_loss,
+                **{f"val_{k}": v for k, v in val.items()},
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_seconds": elapsed,
+            }
             state["history"].append(metrics)
             state["epoch"] = epoch
             self._save(state)
@@ -153,12 +173,16 @@ class Trainer:
         return self.predict_split(split, collect=False)[0].compute()
 
     @torch.no_grad()
-    def predict_split(self, split: str, collect: bool = True) -> tuple[ForecastMetrics, torch.Tensor | None]:
-        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts ``[S, H, N, F]``."""
+    def predict_split(
+        self, split: str, collect: bool = True
+    ) -> tuple[ForecastMetrics, torch.Tensor | None]:
+        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts [S, H, N, F]."""
         self.model.eval()
         metrics = self.task.new_metrics()
         outputs = []
-        for batch in self.task.batches(split, self.eval_batch_size, limit=self.config.limit_batches):
+        for batch in self.task.batches(
+            split, self.eval_batch_size, limit=self.config.limit_batches
+        ):
             batch = batch.to(self.device)
             with self._autocast():
                 output = self.model(batch)
@@ -185,21 +209,30 @@ class Trainer:
             self._log(f"resuming after epoch {saved['epoch']} from {path}")
             return saved["trainer"] | {"epoch": saved["epoch"]}
         torch.manual_seed(self.config.seed)
-        return {"epoch": 0, "best_value": math.inf, "best_epoch": 0, "bad_epochs": 0,
-                "best_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "history": [], "epoch_seconds": []}
+        return {
+            "epoch": 0,
+            "best_value": math.inf,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "best_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "history": [],
+            "epoch_seconds": [],
+        }
 
     def _save(self, state: dict[str, Any]) -> None:
         trainer_state = {k: v for k, v in state.items() if k != "epoch"}
-        save_checkpoint(self.run_dir / CHECKPOINT, {
-            "epoch": state["epoch"],
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "trainer": trainer_state,
-        })
+        save_checkpoint(
+            self.run_dir / CHECKPOINT,
+            {
+                "epoch": state["epoch"],
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "trainer": trainer_state,
+            },
+        )
 
     def _amp_dtype(self) -> torch.dtype | None:
         if self.device.type != "cuda" or self.config.amp == "none":
@@ -218,8 +251,14 @@ class Trainer:
         total = self.task.num_batches("train", config.batch_size)
         if config.limit_batches is not None:
             total = min(total, config.limit_batches)
-        batches = self.task.batches("train", config.batch_size, shuffle=True, seed=config.seed,
-                                    epoch=epoch, limit=config.limit_batches)
+        batches = self.task.batches(
+            "train",
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            epoch=epoch,
+            limit=config.limit_batches,
+        )
         loss_sum, count = 0.0, 0
         with self._progress(total, f"epoch {epoch}/{config.epochs}") as bar:
             for number, batch in enumerate(batches, start=1):
@@ -256,15 +295,23 @@ class Trainer:
 
     def _progress(self, total: int, description: str):
         disabled = self.quiet or not sys.stderr.isatty()
-        return tqdm(total=total, desc=description, leave=False, disable=disabled, file=sys.stderr,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=total,
+            desc=description,
+            leave=False,
+            disable=disabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def _report(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
-        monitor = f"val_{self.config.monitor}"
+        monitor = f"val_{self.monitor}"
         remaining = (self.config.epochs - epoch) * metrics["epoch_seconds"]
-        self._log(f"epoch {epoch}/{self.config.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                  f"{monitor} {metrics[monitor]:.4f}{' *' if improved else ''}  "
-                  f"{metrics['epoch_seconds']:.1f}s  (at most {remaining:.0f}s left)")
+        self._log(
+            f"epoch {epoch}/{self.config.epochs}  train_loss {metrics['train_loss']:.4f}  "
+            f"{monitor} {metrics[monitor]:.4f}{' *' if improved else ''}  "
+            f"{metrics['epoch_seconds']:.1f}s  (at most {remaining:.0f}s left)"
+        )
 
     def _log(self, message: str) -> None:
         if not self.quiet:

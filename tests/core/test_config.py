@@ -6,7 +6,9 @@ from stgraph.pipeline import FitConfig, resolve_config
 
 
 def test_unknown_key_is_an_error_with_a_suggestion():
-    with pytest.raises(InputError, match=r"Unknown config key 'config.train.lrr'.*Did you mean 'lr'"):
+    with pytest.raises(
+        InputError, match=r"Unknown config key 'config.train.lrr'.*Did you mean 'lr'"
+    ):
         from_dict(FitConfig, {"train": {"lrr": 0.1}}, "config")
 
 
@@ -27,8 +29,9 @@ def test_set_assignment_parses_yaml_values():
 
 
 def test_resolve_layers_pipeline_then_set_then_flags():
-    config = resolve_config("simulator", assignments=["train.lr=0.5", "train.epochs=2"],
-                            flags={"train.epochs": 7})
+    config = resolve_config(
+        "simulator", assignments=["train.lr=0.5", "train.epochs=2"], flags={"train.epochs": 7}
+    )
     assert config.model.name == "stid" and config.model.params == {"hidden": 32, "num_layers": 2}
     assert config.train.lr == 0.5 and config.train.epochs == 7
     other = resolve_config("simulator", model="persistence")

@@ -7,9 +7,11 @@ from stgraph.metrics import ForecastMetrics, mlflow_key
 
 def _batch(pred, target, mask):
     shape = (1, len(pred), 1, 1)
-    return (torch.tensor(pred, dtype=torch.float32).view(shape),
-            torch.tensor(target, dtype=torch.float32).view(shape),
-            torch.tensor(mask).view(shape))
+    return (
+        torch.tensor(pred, dtype=torch.float32).view(shape),
+        torch.tensor(target, dtype=torch.float32).view(shape),
+        torch.tensor(mask).view(shape),
+    )
 
 
 def test_hand_computed_values_at_steps_and_pooled():

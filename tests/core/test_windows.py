@@ -24,7 +24,9 @@ def test_ratio_split_rounds_train_and_test_and_gives_val_the_rest():
 
 def test_date_split_drops_windows_straddling_a_boundary():
     stamps = pd.date_range("2024-01-01", periods=100, freq="h")
-    splits = split_samples(stamps, 3, 2, method="date", val_start="2024-01-03", test_start="2024-01-04")
+    splits = split_samples(
+        stamps, 3, 2, method="date", val_start="2024-01-03", test_start="2024-01-04"
+    )
     val_first = stamps.get_loc(pd.Timestamp("2024-01-03"))
     test_first = stamps.get_loc(pd.Timestamp("2024-01-04"))
     assert splits.train[-1] + 2 < val_first  # last target of train is before validation

@@ -35,7 +35,9 @@ Adapter = Callable[[DatasetCard, Path], RawDataset]
 ADAPTERS: Registry[Adapter] = Registry("dataset format")
 
 
-def observed_mask(values: np.ndarray, null_value: str, where: str, allow_nonfinite: bool) -> np.ndarray:
+def observed_mask(
+    values: np.ndarray, null_value: str, where: str, allow_nonfinite: bool
+) -> np.ndarray:
     """The observed-mask of raw ``values`` under a card's null-value rule.
 
     ``zero``: 0 is a missing reading (speed data); ``nan``: NaN is missing; ``none``: every entry is

@@ -63,7 +63,34 @@ def read_table(path: Path, what: str = "data file", header: int | None = 0) -> p
             ) from None
     if frame.shape[0] == 0:
         raise InputError(f"The {what} {path} has a header but no data rows.")
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        _check_last_row(path, frame.shape[1], what)
     return frame
+
+
+def _check_last_row(path: Path, columns: int, what: str) -> None:
+    """Raise `InputError` if the last line has fewer fields than the table has columns.
+
+    pandas pads a short row with NaN, so a file cut off in the middle of a row (an interrupted
+    download or copy) would otherwise load with its last readings silently missing.
+    """
+    import csv
+
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        start = max(0, size - 65536)
+        handle.seek(start)
+        tail = handle.read().decode("utf-8", errors="replace")
+    lines = [line for line in tail.splitlines() if line.strip()]
+    if not lines or (start > 0 and len(lines) < 2):
+        return  # the last line is longer than the tail read: do not guess
+    fields = next(csv.reader([lines[-1]], skipinitialspace=True))
+    if len(fields) < columns:
+        shown = lines[-1] if len(lines[-1]) <= 80 else lines[-1][:77] + "..."
+        raise InputError(
+            f"The {what} {path} is truncated or has an incomplete last row: its last line has "
+            f"{len(fields)} of {columns} fields ({shown!r}). Download or write the file again."
+        )
 
 
 def numeric_values(frame: pd.DataFrame, path: Path, row_offset: int = 2) -> np.ndarray:

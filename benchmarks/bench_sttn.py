@@ -1,0 +1,213 @@
+"""Speed and memory of STTN on CPU: prints a table, asserts nothing.
+
+Measures, for ``sttn`` (embed 64, 3 layers, 2 heads, batch 64) and ``sttn-faithful``: parameter
+count, seconds per training epoch on los-loop (207 nodes, 1,395 training windows 12 -> 12; the
+real data when ``../shared/data/traffic/los-loop`` is present, random data of that shape
+otherwise), one pass over the test split, peak RSS, achieved GFLOP/s of a training step against
+a 2048x2048 fp32 matmul; inference latency (batch 1) and throughput (batch 64) at PEMS-BAY scale
+(325 nodes); neighbourhood-restricted spatial attention at 2,000 and 8,000 simulated nodes.
+
+Usage: ``.venv/bin/python benchmarks/bench_sttn.py [--quick] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stgraph.graphs.graph import Graph
+from stgraph.models import ModelContext, build_model
+from stgraph.models.base import count_parameters
+from stgraph.tasks.forecast import ForecastBatch
+
+LOS_LOOP = Path(__file__).resolve().parents[2] / "shared" / "data" / "traffic" / "los-loop"
+STTN = {"embed_dim": 64, "num_layers": 3, "num_heads": 2}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 2048**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def random_graph(n: int, degree: int = 8, seed: int = 0) -> Graph:
+    """A road-like graph: each node linked to ``degree`` nodes close in index (a banded graph)."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.arange(n).repeat_interleave(degree)
+    offsets = torch.randint(1, 20, (n * degree,), generator=g)
+    dst = (src + offsets) % n
+    index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    weight = torch.rand(index.shape[1], generator=g) * 0.5 + 0.5
+    return Graph(index, weight, n)
+
+
+def random_batch(b: int, n: int, w: int = 12, h: int = 12) -> ForecastBatch:
+    return ForecastBatch(
+        x=torch.randn(b, w, n, 1),
+        x_mask=torch.ones(b, w, n, 1, dtype=torch.bool),
+        x_tod=torch.rand(b, w),
+        x_dow=torch.randint(0, 7, (b, w)),
+        y_tod=torch.rand(b, h),
+        y_dow=torch.randint(0, 7, (b, h)),
+        y=torch.randn(b, h, n, 1),
+        y_mask=torch.ones(b, h, n, 1, dtype=torch.bool),
+        anchor=torch.arange(b),
+    )
+
+
+class RandomTask:
+    """The los-loop shapes with random values (used when the real data is absent)."""
+
+    def __init__(self, n: int = 207, train: int = 1395, test: int = 399) -> None:
+        self.n, self.sizes = n, {"train": train, "test": test}
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = False, limit=None):
+        total = self.sizes[split]
+        for number, start in enumerate(range(0, total, batch_size)):
+            if limit is not None and number >= limit:
+                return
+            yield random_batch(min(batch_size, total - start), self.n)
+
+    def loss(self, output: torch.Tensor, batch: ForecastBatch) -> torch.Tensor:
+        return (output - batch.y[:, : output.shape[1]]).abs().mean()
+
+
+def los_loop_task():
+    """(task, graph, source): the real los-loop when available, random data otherwise."""
+    try:
+        from stgraph.data.sources import open_dataset
+        from stgraph.data.windows import split_samples
+        from stgraph.tasks.forecast import ForecastTask
+
+        raw = open_dataset("los-loop", data_dir=LOS_LOOP)
+        graph = Graph.from_dense(raw.adjacency)
+        splits = split_samples(raw.series.timestamps, 12, 12)
+        return ForecastTask(raw.series, graph, splits), graph, "real los-loop"
+    except Exception as exc:  # the data pipeline may be absent: fall back to random data
+        print(f"(los-loop unavailable: {exc!r}; using random data of its shape)")
+        return RandomTask(), random_graph(207), "random, los-loop shape"
+
+
+def train_epoch(model, task, batch_size: int, limit: int | None) -> tuple[float, int]:
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    steps = 0
+    start = time.perf_counter()
+    for batch in task.batches("train", batch_size, shuffle=True, limit=limit):
+        loss = task.loss(model(batch), batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        steps += 1
+    return time.perf_counter() - start, steps
+
+
+@torch.no_grad()
+def test_pass(model, task, batch_size: int, limit: int | None) -> float:
+    model.eval()
+    start = time.perf_counter()
+    for batch in task.batches("test", batch_size, limit=limit):
+        model(batch)
+    return time.perf_counter() - start
+
+
+def training_step_flops(model, batch) -> float:
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch)
+        out.abs().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 training batches, small graphs")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    limit = 3 if args.quick else None
+    rows: list[tuple[str, str]] = []
+
+    def row(name: str, value: str) -> None:
+        rows.append((name, value))
+        print(f"{name:<58} {value}", flush=True)
+
+    peak = matmul_gflops()
+    row("machine fp32 matmul 2048^2 (GFLOP/s)", f"{peak:.1f}")
+    task, graph, source = los_loop_task()
+    row("los-loop data", source)
+    ctx = ModelContext(207, 1, 1, 12, 12, 288, graph)
+    for name, params, batch_size in (("sttn", STTN, 64), ("sttn-faithful", {}, 64)):
+        model = build_model(name, params, ctx)
+        row(f"{name}: parameters", f"{count_parameters(model):,}")
+        flops = training_step_flops(model, random_batch(batch_size, 207))
+        seconds, steps = train_epoch(model, task, batch_size, limit)
+        per_step = seconds / steps
+        full_steps = -(-1395 // batch_size)
+        label = "s/epoch (1,395 windows)" + (" est. from 3 batches" if args.quick else "")
+        row(f"{name}: train {label}", f"{per_step * full_steps:.1f}")
+        row(f"{name}: train s/step (batch {batch_size})", f"{per_step:.2f}")
+        row(f"{name}: GFLOP per training step", f"{flops / 1e9:.1f}")
+        achieved = flops / per_step / 1e9
+        row(f"{name}: achieved GFLOP/s (of matmul peak)", f"{achieved:.1f} ({achieved / peak:.0%})")
+        row(f"{name}: test pass s", f"{test_pass(model, task, batch_size, limit):.1f}")
+        row(f"{name}: peak RSS so far (MB)", f"{peak_rss_mb():.0f}")
+
+    # PEMS-BAY scale inference.
+    bay = ModelContext(325, 1, 1, 12, 12, 288, random_graph(325))
+    for name, params in (("sttn", STTN), ("sttn-faithful", {})):
+        model = build_model(name, params, bay).eval()
+        with torch.no_grad():
+            one = random_batch(1, 325)
+            model(one)
+            latency = min(_timed(lambda m=model, b=one: m(b)) for _ in range(5))
+            big = random_batch(64, 325)
+            model(big)
+            seconds = min(_timed(lambda m=model, b=big: m(b)) for _ in range(2))
+        row(f"{name} @325 nodes: latency batch 1, 12 steps (ms)", f"{latency * 1e3:.1f}")
+        row(f"{name} @325 nodes: throughput batch 64 (windows/s)", f"{64 / seconds:.1f}")
+
+    # Large graphs: neighbourhood-restricted spatial attention, batch 1 (one 12-step window).
+    sizes = (2000,) if args.quick else (2000, 8000)
+    for n in sizes:
+        ctx_n = ModelContext(n, 1, 1, 12, 12, 288, random_graph(n))
+        params = {**STTN, "spatial_neighbours": 32, "spatial_encoding": "learnable"}
+        model = build_model("sttn", params, ctx_n)
+        one = random_batch(1, n)
+        model.train()
+        step = min(_timed(lambda m=model, b=one: m(b).abs().mean().backward()) for _ in range(2))
+        model.eval()
+        with torch.no_grad():
+            infer = min(_timed(lambda m=model, b=one: m(b)) for _ in range(2))
+        row(f"sttn k=32 @{n} nodes: train step batch 1 (s)", f"{step:.2f}")
+        row(f"sttn k=32 @{n} nodes: inference batch 1 (s)", f"{infer:.2f}")
+        row(f"sttn k=32 @{n} nodes: peak RSS so far (MB)", f"{peak_rss_mb():.0f}")
+
+    print("\n| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

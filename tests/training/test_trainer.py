@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from stgraph.data.windows import split_samples
+from stgraph.errors import InputError, TrainingDiverged
+from stgraph.graphs.graph import Graph
+from stgraph.models import ForecastModel, ModelContext, build_model
+from stgraph.tasks.forecast import ForecastTask
+from stgraph.training.checkpoint import load_checkpoint
+from stgraph.training.config import TrainConfig
+from stgraph.training.trainer import CHECKPOINT, Trainer
+from tests.helpers import make_series
+
+
+def _task_and_context(steps=200):
+    rng = np.random.default_rng(0)
+    values = 10 + np.sin(np.arange(steps) / 5)[:, None] + rng.normal(0, 0.1, (steps, 3))
+    series = make_series(values)
+    splits = split_samples(series.timestamps, 4, 2)
+    graph = Graph(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), 3)
+    task = ForecastTask(series, graph, splits, 4, 2)
+    return task, ModelContext(3, 1, 1, 4, 2, series.steps_per_day, graph)
+
+
+class _Exploding(ForecastModel):
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return batch.x[:, :2] * self.weight * float("nan")
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    task, context = _task_and_context()
+    trainer = Trainer(
+        task, _Exploding(None, context), TrainConfig(epochs=2, batch_size=8), tmp_path, quiet=True
+    )
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, batch 1.*--lr"):
+        trainer.fit()
+
+
+def test_training_improves_and_checkpoints_every_epoch_with_early_stopping(tmp_path):
+    task, context = _task_and_context()
+    torch.manual_seed(0)
+    model = build_model("stid", {"hidden": 16, "num_layers": 1}, context)
+    config = TrainConfig(epochs=30, batch_size=16, lr=0.01, patience=3)
+    trainer = Trainer(task, model, config, tmp_path, quiet=True)
+    before = trainer.evaluate("val")["mae_avg2"]
+    result = trainer.fit()
+    assert trainer.evaluate("val")["mae_avg2"] < before
+    saved = load_checkpoint(tmp_path / CHECKPOINT)
+    assert saved["epoch"] == result.epochs_run
+    assert result.epochs_run - result.best_epoch <= 3  # patience
+    best = min(h["val_mae_avg2"] for h in result.history)
+    assert trainer.evaluate("val")["mae_avg2"] == pytest.approx(best, rel=1e-5)  # best restored
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_bad_settings_are_input_errors(tmp_path):
+    task, context = _task_and_context()
+    model = build_model("stid", {}, context)
+    with pytest.raises(InputError, match="epochs must be positive"):
+        Trainer(task, model, TrainConfig(epochs=0), tmp_path)
+    with pytest.raises(InputError, match="fewer than one batch"):
+        Trainer(task, model, TrainConfig(batch_size=10_000), tmp_path)
+    with pytest.raises(InputError, match="optimizer"):
+        Trainer(task, model, TrainConfig(optimizer="sgdd"), tmp_path)
