@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if result is None:  # a non-zero torchrun rank: rank 0 reports
+        return 0
     if getattr(args, "json", False):
         print(json.dumps(_json_safe(result)))
     else:

@@ -26,6 +26,7 @@ from stgraph.errors import InputError
 from stgraph.graphs.recipes import build_graph
 from stgraph.models.base import MODELS, ModelContext, build_model, count_parameters
 from stgraph.tasks.forecast import ForecastTask
+from stgraph.training import distributed
 from stgraph.training.config import TrainConfig
 from stgraph.training.trainer import Trainer
 
@@ -167,85 +168,106 @@ def prepare(config: FitConfig) -> Prepared:
     return Prepared(raw, task, context)
 
 
-def fit(config: FitConfig, resume_run_id: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train and evaluate one model; track everything in MLflow. Returns the run summary."""
-    from stgraph.tracking.report import log_evaluation
+def fit(
+    config: FitConfig, resume_run_id: str | None = None, quiet: bool = False
+) -> dict[str, Any] | None:
+    """Train and evaluate one model; track everything in MLflow.
+
+    Returns the run summary (``None`` on the non-zero ranks of a ``torchrun`` job, which neither
+    track nor report).
+    """
     from stgraph.tracking.store import runs_dir
-    from stgraph.tracking.tracker import Tracker
+    from stgraph.tracking.tracker import NullTracker, Tracker
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    prepared = prepare(config)
-    task = prepared.task
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model.name, config.model.params, prepared.context)
-    experiment = config.tracking.experiment or prepared.raw.series.name
-    run_name = f"{config.model.name}-{prepared.raw.series.name}"
-    # Built before the MLflow run exists, so that bad training settings (a batch larger than the
-    # training split, an unknown optimiser) fail without leaving a run and its artifacts behind.
-    trainer = Trainer(task, model, config.train, runs_dir(), quiet=quiet)
-    with Tracker(experiment, run_name, resume_run_id) as tracker:
-        run_dir = runs_dir() / tracker.run_id
-        if not quiet:
-            print(
-                f"stgraph: run {tracker.run_id} in experiment '{experiment}' "
-                f"({tracker.uri}); continue an interrupted fit with --resume {tracker.run_id}",
-                file=sys.stderr,
-                flush=True,
+    dist = distributed.from_environment()
+    try:
+        prepared = prepare(config)
+        torch.manual_seed(config.train.seed)
+        model = build_model(config.model.name, config.model.params, prepared.context)
+        name = prepared.raw.series.name
+        experiment = config.tracking.experiment or name
+        # Built before the MLflow run exists, so that bad training settings (a batch larger than
+        # the training split, an unknown optimiser) fail without leaving a run behind.
+        trainer = Trainer(prepared.task, model, config.train, runs_dir(), quiet=quiet, dist=dist)
+        tracker = (
+            Tracker(experiment, f"{config.model.name}-{name}", resume_run_id)
+            if dist.is_main
+            else NullTracker()
+        )
+        with tracker:
+            run_id = distributed.broadcast(tracker.run_id, dist)
+            if not quiet and dist.is_main:
+                print(
+                    f"stgraph: run {run_id} in experiment '{experiment}' ({tracker.uri}); "
+                    f"continue an interrupted fit with --resume {run_id}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            tracker.log_config(to_dict(config))
+            tracker.set_tags(
+                {
+                    "stgraph.version": __version__,
+                    "dataset": name,
+                    "model": config.model.name,
+                    "pid": str(os.getpid()),
+                    "world_size": str(dist.world_size),
+                }
             )
-        tracker.log_config(to_dict(config))
-        tracker.set_tags(
-            {
-                "stgraph.version": __version__,
-                "dataset": prepared.raw.series.name,
-                "model": config.model.name,
-                "pid": str(os.getpid()),
-            }
-        )
-        tracker.log_metrics({"parameters": count_parameters(model)})
-        trainer.run_dir = run_dir
-        trainer.on_epoch = lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch)
-        started = time.perf_counter()
-        result = trainer.fit(resume=resume_run_id is not None)
-        test_metrics, predictions = trainer.predict_split("test")
-        test = test_metrics.compute()
-        tracker.log_metrics(test, prefix="test_")
-        tracker.log_metrics(
-            {
-                "best_epoch": result.best_epoch,
-                "fit_seconds": time.perf_counter() - started,
-                "seconds_per_epoch": result.seconds_per_epoch,
-            }
-        )
-        with tempfile.TemporaryDirectory(prefix="stgraph-") as tmp:
-            from stgraph.forecast.bundle import save_bundle
+            tracker.log_metrics({"parameters": count_parameters(model)})
+            trainer.run_dir = runs_dir() / run_id
+            trainer.on_epoch = lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch)
+            started = time.perf_counter()
+            result = trainer.fit(resume=resume_run_id is not None)
+            if not dist.is_main:
+                return None
+            tracker.log_metrics(
+                {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch}
+            )
+            summary = _finish(config, prepared, trainer, tracker, time.perf_counter() - started)
+        return {
+            "run_id": run_id,
+            "dataset": name,
+            "model": config.model.name,
+            "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+            **summary,
+        }
+    finally:
+        distributed.shutdown(dist)
 
-            bundle = Path(tmp) / "model.pt"
-            save_bundle(
-                bundle,
-                task,
-                model,
-                config.model.name,
-                config.model.params,
-                prepared.raw.card.null_value,
-            )
-            tracker.log_artifact(bundle, "checkpoint")
-            log_evaluation(
-                tracker, test_metrics, task, predictions, Path(tmp), config.tracking.plot_nodes
-            )
-            version = (
-                tracker.log_model(bundle, config.tracking.register)
-                if config.tracking.log_model
-                else None
-            )
-    return {
-        "run_id": tracker.run_id,
-        "dataset": prepared.raw.series.name,
-        "model": config.model.name,
-        "epochs": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
-        "parameters": count_parameters(model),
-        "test": test,
-        "registered_version": version,
-    }
+
+def _finish(
+    config: FitConfig, prepared: Prepared, trainer: Trainer, tracker: Any, fit_seconds: float
+) -> dict[str, Any]:
+    """Score the best model on the test split and log the results, artifacts and model."""
+    from stgraph.forecast.bundle import save_bundle
+    from stgraph.tracking.report import log_evaluation
+
+    task, model = prepared.task, trainer.model
+    test_metrics, predictions = trainer.predict_split("test")
+    test = test_metrics.compute()
+    tracker.log_metrics(test, prefix="test_")
+    tracker.log_metrics({"fit_seconds": fit_seconds})
+    with tempfile.TemporaryDirectory(prefix="stgraph-") as tmp:
+        bundle = Path(tmp) / "model.pt"
+        save_bundle(
+            bundle,
+            task,
+            model,
+            config.model.name,
+            config.model.params,
+            prepared.raw.card.null_value,
+        )
+        tracker.log_artifact(bundle, "checkpoint")
+        log_evaluation(
+            tracker, test_metrics, task, predictions, Path(tmp), config.tracking.plot_nodes
+        )
+        version = (
+            tracker.log_model(bundle, config.tracking.register)
+            if config.tracking.log_model
+            else None
+        )
+    return {"parameters": count_parameters(model), "test": test, "registered_version": version}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stgraph.data.adapters import ADAPTERS, RawDataset
 from stgraph.data.adapters.tabular import open_file_dataset
-from stgraph.data.cards import load_card
+from stgraph.data.cards import cards_dir, load_card
 from stgraph.data.download import ensure_files
 from stgraph.data.paths import resolve_data_dir
 from stgraph.errors import InputError
@@ -38,7 +38,9 @@ def open_dataset(
     Raises:
         InputError: unknown name, missing or broken files, or data that disagrees with the card.
     """
-    if Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES):
+    # A card name wins over a same-named folder in the working directory (`--data-dir metr-la`).
+    is_card = "/" not in spec and (cards_dir() / f"{spec}.yaml").is_file()
+    if not is_card and (Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES)):
         return open_file_dataset(spec, graph=graph, freq=freq, null_value=null_value or "nan")
     if graph is not None or freq is not None:
         raise InputError(

@@ -135,14 +135,18 @@ class ForecastTask:
         if shuffle:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             anchors = anchors[torch.randperm(len(anchors), generator=generator)]
-        anchors = anchors[rank::world_size]
+        if world_size > 1:
+            # Equal shares, or a rank with one batch more would wait forever in DDP's all-reduce.
+            anchors = anchors[: len(anchors) - len(anchors) % world_size][rank::world_size]
         for number, start in enumerate(range(0, len(anchors), batch_size)):
             if limit is not None and number >= limit:
                 return
             yield self.batch(anchors[start : start + batch_size])
 
     def num_batches(self, split: str, batch_size: int, world_size: int = 1) -> int:
-        per_rank = -(-len(self.splits[split]) // world_size)
+        per_rank = (
+            len(self.splits[split]) // world_size if world_size > 1 else len(self.splits[split])
+        )
         return -(-per_rank // batch_size)
 
     # ------------------------------------------------------------------ scoring

@@ -101,6 +101,22 @@ class Tracker:
         return log_pyfunc(bundle, register)
 
 
+class NullTracker:
+    """Stands in for `Tracker` on the non-zero ranks of a torchrun job: logs nothing."""
+
+    run_id = None
+    uri = ""
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 def _param(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."

@@ -24,6 +24,7 @@ from stgraph.errors import InputError, TrainingDiverged
 from stgraph.metrics import ForecastMetrics
 from stgraph.models.base import ForecastModel
 from stgraph.tasks.forecast import ForecastTask
+from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
 
@@ -45,9 +46,9 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"train.device is '{name}' but CUDA is not available on this machine.")
@@ -61,6 +62,8 @@ class Trainer:
         on_epoch: called with ``(epoch, metrics)`` after each epoch's checkpoint is written
             (the MLflow tracker logs there).
         quiet: no progress bar and no per-epoch lines.
+        dist: the ``torchrun`` process group (see `stgraph.training.distributed`); only rank 0
+            writes checkpoints, reports and calls ``on_epoch``.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Trainer:
         run_dir: Path,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         quiet: bool = False,
+        dist: distributed.Context = distributed.SINGLE,
     ) -> None:
         if config.epochs <= 0:
             raise InputError(f"train.epochs must be positive, got {config.epochs}.")
@@ -93,10 +97,17 @@ class Trainer:
         self.task = task
         self.config = config
         self.run_dir = Path(run_dir)
-        self.on_epoch = on_epoch
-        self.quiet = quiet
-        self.device = resolve_device(config.device)
+        self.dist = dist
+        self.on_epoch = on_epoch if dist.is_main else None
+        self.quiet = quiet or not dist.is_main
+        self.device = resolve_device(config.device, dist.local_rank)
         self.model = model.to(self.device)
+        # Training runs through the DDP wrapper (gradient averaging); evaluation and state
+        # dicts use the bare model, so checkpoints look the same with or without torchrun.
+        self.network = self.model
+        if dist.enabled and model.trainable:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
         self.monitor = config.monitor or f"mae_avg{task.horizon}"
         self.optimizer = None
@@ -176,12 +187,22 @@ class Trainer:
     def predict_split(
         self, split: str, collect: bool = True
     ) -> tuple[ForecastMetrics, torch.Tensor | None]:
-        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts [S, H, N, F]."""
+        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts [S, H, N, F].
+
+        Without ``collect`` and under torchrun, each process scores its share of the windows and
+        the sums are added across processes (every rank must call it); with ``collect`` the
+        calling process scores the whole split alone.
+        """
         self.model.eval()
         metrics = self.task.new_metrics()
         outputs = []
+        shard = self.dist if not collect else distributed.SINGLE
         for batch in self.task.batches(
-            split, self.eval_batch_size, limit=self.config.limit_batches
+            split,
+            self.eval_batch_size,
+            rank=shard.rank,
+            world_size=shard.world_size,
+            limit=self.config.limit_batches,
         ):
             batch = batch.to(self.device)
             with self._autocast():
@@ -190,6 +211,8 @@ class Trainer:
             metrics.update(prediction, batch.y, batch.y_mask)
             if collect:
                 outputs.append(prediction.cpu())
+        if shard.enabled:
+            metrics.load_state(distributed.all_reduce_sum(metrics.state(), shard))
         return metrics, (torch.cat(outputs) if collect else None)
 
     # ------------------------------------------------------------------ internals
@@ -220,6 +243,8 @@ class Trainer:
         }
 
     def _save(self, state: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         trainer_state = {k: v for k, v in state.items() if k != "epoch"}
         save_checkpoint(
             self.run_dir / CHECKPOINT,
@@ -248,7 +273,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         config = self.config
         self.model.train()
-        total = self.task.num_batches("train", config.batch_size)
+        total = self.task.num_batches("train", config.batch_size, self.dist.world_size)
         if config.limit_batches is not None:
             total = min(total, config.limit_batches)
         batches = self.task.batches(
@@ -257,6 +282,8 @@ class Trainer:
             shuffle=True,
             seed=config.seed,
             epoch=epoch,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             limit=config.limit_batches,
         )
         loss_sum, count = 0.0, 0
@@ -264,7 +291,7 @@ class Trainer:
             for number, batch in enumerate(batches, start=1):
                 batch = batch.to(self.device)
                 with self._autocast():
-                    output = self.model(batch)
+                    output = self.network(batch)
                 loss = self.task.loss(output.float(), batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -283,6 +310,8 @@ class Trainer:
                 count += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+        totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64)
+        loss_sum, count = distributed.all_reduce_sum(totals, self.dist).tolist()
         return loss_sum / max(count, 1)
 
     def _step_scheduler(self, monitored: float) -> None:
