@@ -87,7 +87,7 @@ def split_samples(
     elif method == "date":
         if val_start is None or test_start is None:
             raise InputError("split method 'date' needs split.val_start and split.test_start")
-        bounds = np.searchsorted(timestamps.asi8, pd.DatetimeIndex([val_start, test_start]).asi8)
+        bounds = timestamps.searchsorted(pd.DatetimeIndex([val_start, test_start]))
         first, last = starts - window + 1, starts + horizon
         edges = [0, int(bounds[0]), int(bounds[1]), num_steps]
         parts = tuple(starts[(first >= lo) & (last < hi)] for lo, hi in pairwise(edges))

@@ -160,7 +160,7 @@ class Forecaster:
                 f"{source}: the model needs {self.window} steps of history up to "
                 f"{as_of or 'the last timestamp'}, found {len(window)}."
             )
-        steps = np.diff(window.index.asi8)
+        steps = np.diff(window.index.as_unit("ns").asi8)  # pandas 3 may hold us or s
         if (steps != self.freq.value).any():
             raise InputError(
                 f"{source}: the last {self.window} timestamps are not spaced at the model's "

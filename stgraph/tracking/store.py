@@ -24,11 +24,12 @@ def tracking_uri() -> str:
 
 
 def default_artifact_root() -> str | None:
-    """Artifacts beside the local default store (MLflow would otherwise use ./mlruns of the
-    current directory); servers and explicit URIs keep their own."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    """Artifacts of new experiments in a local SQLite store go beside the database file (MLflow
+    would otherwise use ./mlruns of whatever directory a fit runs in); a server decides itself."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
         return None
-    return (stgraph_home() / "mlflow" / "artifacts").as_uri()
+    return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
 
 
 def runs_dir() -> Path:
