@@ -19,18 +19,26 @@ class StandardScaler:
     std: np.ndarray  # [F]
 
     @classmethod
-    def fit(cls, values: np.ndarray, mask: np.ndarray) -> StandardScaler:
-        """Statistics of ``values[mask]`` per channel (last axis), in float64 for accuracy."""
+    def fit(cls, values: np.ndarray, mask: np.ndarray, chunk: int = 2048) -> StandardScaler:
+        """Statistics of ``values[mask]`` per channel (last axis).
+
+        Two passes over chunks of ``chunk`` steps with float64 sums: exact enough, and the
+        temporaries stay small next to the series (no float64 copy of a PEMS-BAY-sized array).
+        """
         num_channels = values.shape[-1]
-        flat_values = values.reshape(-1, num_channels)
-        flat_mask = mask.reshape(-1, num_channels)
-        mean = np.zeros(num_channels)
-        std = np.ones(num_channels)
-        for channel in range(num_channels):
-            observed = flat_values[flat_mask[:, channel], channel].astype(np.float64)
-            if observed.size:
-                mean[channel] = observed.mean()
-                std[channel] = observed.std() or 1.0  # a constant channel stays unscaled
+        total = np.zeros(num_channels)
+        count = np.zeros(num_channels)
+        for start in range(0, len(values), chunk):
+            part, seen = values[start : start + chunk], mask[start : start + chunk]
+            total += np.where(seen, part, 0).sum(axis=(0, 1), dtype=np.float64)
+            count += seen.sum(axis=(0, 1))
+        mean = np.divide(total, count, out=np.zeros(num_channels), where=count > 0)
+        squares = np.zeros(num_channels)
+        for start in range(0, len(values), chunk):
+            part, seen = values[start : start + chunk], mask[start : start + chunk]
+            squares += np.square(np.where(seen, part - mean, 0)).sum(axis=(0, 1), dtype=np.float64)
+        std = np.sqrt(np.divide(squares, count, out=np.zeros(num_channels), where=count > 0))
+        std[std == 0] = 1.0  # a constant (or empty) channel stays unscaled
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
     def transform(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:

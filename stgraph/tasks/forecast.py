@@ -49,6 +49,13 @@ class ForecastBatch:
     def to(self, device: torch.device | str) -> ForecastBatch:
         return ForecastBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def split(self, size: int) -> list[ForecastBatch]:
+        """Consecutive micro-batches of at most ``size`` windows (views, no copies)."""
+        parts = {f.name: getattr(self, f.name).split(size) for f in fields(self)}
+        return [
+            ForecastBatch(**{k: v[i] for k, v in parts.items()}) for i in range(len(parts["x"]))
+        ]
+
 
 class ForecastTask:
     """Windows over a `Series`, scaled with train-only statistics, scored with masked metrics.
@@ -154,11 +161,15 @@ class ForecastTask:
         """Model output (scaled) -> forecast in the data's units."""
         return self.scaler.inverse(output, slice(0, self.num_targets))
 
-    def loss(self, output: torch.Tensor, batch: ForecastBatch) -> torch.Tensor:
+    def loss(
+        self, output: torch.Tensor, batch: ForecastBatch, normalizer: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Masked loss in the data's units over the steps the model returned.
 
         A model may return fewer than ``horizon`` steps while training (one-step training with
         an autoregressive roll-out at evaluation); the loss then covers those steps only.
+        ``normalizer`` replaces the batch's observed count: micro-batches of one batch divide by
+        the whole batch's count, so their gradients add up to the full batch's exactly.
         """
         steps = output.shape[1]
         prediction = self.predict(output)
@@ -169,7 +180,7 @@ class ForecastTask:
             elementwise = (prediction - target).square()
         else:
             elementwise = F.huber_loss(prediction, target, reduction="none", delta=1.0)
-        observed = mask.sum()
+        observed = mask.sum() if normalizer is None else normalizer
         return (elementwise * mask).sum() / observed.clamp_min(1)
 
     def new_metrics(self) -> ForecastMetrics:

@@ -25,6 +25,9 @@ class TrainConfig:
         None, "validation metric for early stopping and model selection (default: mae_avgH)"
     )
     min_delta: float = option(0.0, "smallest decrease of the monitored metric that counts")
+    micro_batch_size: int | None = option(
+        None, "split each batch into micro-batches of this size (same gradient, less memory)"
+    )
     seed: int = option(0, "seed of weights, shuffling and dropout")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")

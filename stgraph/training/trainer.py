@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from stgraph.errors import InputError, TrainingDiverged
 from stgraph.metrics import ForecastMetrics
 from stgraph.models.base import ForecastModel
-from stgraph.tasks.forecast import ForecastTask
+from stgraph.tasks.forecast import ForecastBatch, ForecastTask
 from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
@@ -290,17 +290,14 @@ class Trainer:
         with self._progress(total, f"epoch {epoch}/{config.epochs}") as bar:
             for number, batch in enumerate(batches, start=1):
                 batch = batch.to(self.device)
-                with self._autocast():
-                    output = self.network(batch)
-                loss = self.task.loss(output.float(), batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self._accumulate_gradients(batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"The training loss became {loss.item()} at epoch {epoch}, batch {number}. "
                         "Lower the learning rate (--lr), keep gradient clipping on "
                         "(train.clip_grad_norm) or check the input data for extreme values."
                     )
-                self.optimizer.zero_grad(set_to_none=True)
-                self._scaler.scale(loss).backward()
                 if config.clip_grad_norm is not None:
                     self._scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
@@ -313,6 +310,32 @@ class Trainer:
         totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64)
         loss_sum, count = distributed.all_reduce_sum(totals, self.dist).tolist()
         return loss_sum / max(count, 1)
+
+    def _accumulate_gradients(self, batch: ForecastBatch) -> torch.Tensor:
+        """Forward and backward one batch, in micro-batches if configured; returns the loss."""
+        size = self.config.micro_batch_size
+        parts = batch.split(size) if size and size < batch.x.shape[0] else [batch]
+        total = torch.zeros((), device=self.device)
+        normalizer = None
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            # Under DDP, synchronise gradients once, after the last micro-batch.
+            sync = (
+                contextlib.nullcontext()
+                if last or self.network is self.model
+                else self.network.no_sync()
+            )
+            with sync:
+                with self._autocast():
+                    output = self.network(part)
+                if normalizer is None:
+                    normalizer = batch.y_mask[:, : output.shape[1]].sum()
+                loss = self.task.loss(output.float(), part, normalizer)
+                if not torch.isfinite(loss):
+                    return loss
+                self._scaler.scale(loss).backward()
+            total = total + loss.detach()
+        return total
 
     def _step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:

@@ -67,3 +67,23 @@ def test_bad_settings_are_input_errors(tmp_path):
         Trainer(task, model, TrainConfig(batch_size=10_000), tmp_path)
     with pytest.raises(InputError, match="optimizer"):
         Trainer(task, model, TrainConfig(optimizer="sgdd"), tmp_path)
+
+
+def test_micro_batches_give_the_full_batch_gradient(tmp_path):
+    task, context = _task_and_context()
+    batch = next(task.batches("train", 16))
+    batch.y_mask[0, :, 0] = False  # uneven observed counts across micro-batches
+
+    def gradients(micro):
+        torch.manual_seed(0)
+        model = build_model("stid", {"hidden": 8, "num_layers": 1, "dropout": 0.0}, context)
+        config = TrainConfig(batch_size=16, micro_batch_size=micro)
+        trainer = Trainer(task, model, config, tmp_path, quiet=True)
+        loss = trainer._accumulate_gradients(batch)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    full_loss, full = gradients(None)
+    micro_loss, micro = gradients(5)  # 16 windows -> 5 + 5 + 5 + 1
+    assert micro_loss.item() == pytest.approx(full_loss.item(), rel=1e-5)
+    for a, b in zip(full, micro):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
