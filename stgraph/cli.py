@@ -79,7 +79,42 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p = commands.add_parser("models", help="the registered models and their settings")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    _serving_parsers(commands, p)
     return parser
+
+
+def _serving_parsers(commands, models) -> None:
+    """``forecast``, ``job`` and ``models promote`` (see stgraph/forecast/run.py and jobs.py)."""
+    promote = models.add_subparsers(dest="action").add_parser(
+        "promote", help="point a registry alias (e.g. prod) at a model version"
+    )
+    for name in ("name", "version", "alias"):
+        promote.add_argument(name)
+    p = commands.add_parser("forecast", help="forecast from recent history with a logged model")
+    p.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="history: wide or long CSV/Parquet")
+    source.add_argument("--dataset", help="history: a dataset card's series")
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    p.add_argument("--as-of", help="last timestamp to use (default: the input's last)")
+    p.add_argument("--output", required=True, help="forecast table to write (.parquet or .csv)")
+    p = commands.add_parser("job", help="run, backfill and score forecast jobs (pipelines/jobs)")
+    job = p.add_subparsers(dest="action", required=True)
+    run = job.add_parser("run", help="forecast one tick")
+    run.add_argument("--as-of", help="the tick (default: the input's last timestamp)")
+    backfill = job.add_parser("backfill", help="every tick of a range; resumable")
+    backfill.add_argument("--start", required=True)
+    backfill.add_argument("--end", required=True)
+    score = job.add_parser("score", help="log the realised MAE of past forecasts")
+    for sub in (run, backfill, score):
+        sub.add_argument("name", help="job name in pipelines/jobs, or a job YAML file")
+    for sub in (run, backfill):
+        sub.add_argument("--force", action="store_true", help="rewrite complete outputs too")
+    for sub in (promote, commands.choices["forecast"], run, backfill, score):
+        sub.add_argument(
+            "--json", action="store_true", help="print one JSON object as the last line"
+        )
+        sub.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,6 +216,13 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
+    if getattr(args, "action", None) == "promote":
+        from stgraph.forecast.run import promote
+
+        result = promote(args.name, args.version, args.alias)
+        print(f"{result['model_uri']} -> version {result['version']}", file=sys.stderr)
+        return result
+
     from stgraph.models import MODELS
 
     listing = {}
@@ -197,7 +239,34 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     return {"models": listing}
 
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "data": cmd_data, "models": cmd_models}
+def cmd_forecast(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.forecast.run import forecast_command
+
+    result = forecast_command(
+        args.model_uri, args.output, args.input, args.dataset, args.data_dir, args.as_of
+    )
+    print(f"stgraph: wrote {result['rows']} rows to {result['output']}", file=sys.stderr)
+    return result
+
+
+def cmd_job(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.forecast import jobs
+
+    if args.action == "run":
+        return jobs.run_job(args.name, args.as_of, args.force)
+    if args.action == "backfill":
+        return jobs.backfill_job(args.name, args.start, args.end, args.force)
+    return jobs.score_job(args.name)
+
+
+COMMANDS = {
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "data": cmd_data,
+    "models": cmd_models,
+    "forecast": cmd_forecast,
+    "job": cmd_job,
+}
 
 
 def _print_summary(command: str, result: dict[str, Any]) -> None:

@@ -20,6 +20,12 @@ class InputError(StgraphError):
     """Bad data, configuration or command-line input: the user can fix it."""
 
 
+class LockedError(StgraphError):
+    """Another process holds the lock of the output this call would write (EX_TEMPFAIL: retry)."""
+
+    exit_code = 75
+
+
 class TrainingDiverged(StgraphError):
     """The loss became NaN or infinite."""
 
