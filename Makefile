@@ -23,7 +23,7 @@ run: setup
 	$(BIN)/stgraph fit simulator
 
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check .

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# One BLAS/OpenMP thread per test process: the suite runs on two pytest-xdist workers, and
+# oversubscribed OpenMP threads spin-wait, which makes everything several times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 from pathlib import Path
 
 import pytest

@@ -27,7 +27,7 @@ def test_two_process_training_logs_one_run(tmp_path):
     values = 50 + 10 * np.sin(2 * np.pi * np.arange(700) / 96)[:, None] + rng.normal(0, 2, (700, 4))
     frame = pd.DataFrame(values, columns=[f"s{i}" for i in range(4)])
     frame.insert(0, "timestamp", stamps)
-    data = tmp_path / "toy.csv"
+    data = tmp_path / "ddp-toy.csv"
     frame.to_csv(data, index=False)
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [
@@ -61,7 +61,7 @@ def test_two_process_training_logs_one_run(tmp_path):
     summary = summaries[0]
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs(
-        [client.get_experiment_by_name("toy").experiment_id], filter_string=""
+        [client.get_experiment_by_name("ddp-toy").experiment_id], filter_string=""
     )
     assert [run.info.run_id for run in runs] == [summary["run_id"]]
     run = runs[0]
