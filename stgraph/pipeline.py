@@ -85,6 +85,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_pipeline(path: Path) -> dict[str, Any]:
+    """A pipeline file, on top of the one its ``extends:`` names (shared by a dataset family)."""
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = pipeline_path(parent)
+    if base is None:
+        raise InputError(f"Pipeline {path}: extends '{parent}', which is not in pipelines/.")
+    return deep_merge(_read_pipeline(base), data)
+
+
 def resolve_config(
     dataset: str,
     model: str | None = None,
@@ -100,7 +112,7 @@ def resolve_config(
     data: dict[str, Any] = {"data": {"dataset": dataset}}
     path = pipeline_path(dataset)
     if path is not None:
-        data = deep_merge(_read_yaml(path), data)
+        data = deep_merge(_read_pipeline(path), data)
     if config_file:
         data = deep_merge(data, _read_yaml(Path(config_file)))
     presets = data.pop("presets", {}) or {}

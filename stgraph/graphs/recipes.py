@@ -213,3 +213,7 @@ def build_graph(raw: RawDataset, recipe: dict, train_steps: int) -> Graph:
             f"'{_name(raw)}', whose series has {raw.series.num_nodes}."
         )
     return graph
+
+
+# Recipes defined in other modules register themselves on import (the STGODE/GRAM-ODE graphs).
+import stgraph.graphs.ode_graphs  # noqa: E402,F401

@@ -48,7 +48,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
 
 from stgraph.config import option
 from stgraph.data.scaler import StandardScaler
@@ -135,7 +139,11 @@ class GramODEConfig(ModelConfig):
     dtw_k: int = option(6, "neighbours per node for the topk rule")
     dtw_quantile: float = option(0.02, "quantile of pairs linked by the quantile rule")
     dtw_radius: int = option(6, "Sakoe-Chiba band radius of the DTW (steps)")
-    checkpoint: bool = option(True, "recompute ODE modules in backward: far less memory")
+    checkpoint: bool = option(True, "recompute each block's TCN/ODE in backward: far less memory")
+    checkpoint_policy: str = option(
+        "recompute-all",
+        "what recomputation keeps: recompute-all or save-matmuls (no GEMM redone, more memory)",
+    )
 
 
 @dataclass
@@ -157,6 +165,11 @@ class STGODEConfig(ModelConfig):
     method: str = option("euler", "ODE solver (official: one Euler step)")
     t_grid: list[float] = option([0.0, 6.0], "ODE time grid (official [0, 6])")
     adjoint: bool = option(False, "backpropagate with the adjoint method")
+    checkpoint: bool = option(True, "recompute each block's TCN/ODE in backward: less memory")
+    checkpoint_policy: str = option(
+        "recompute-all",
+        "what recomputation keeps: recompute-all or save-matmuls (no GEMM redone, more memory)",
+    )
     operator_alpha: float = option(0.8, "alpha of the operator (alpha/2)(I + D^-1/2 A D^-1/2)")
     tcn_bug: bool = option(False, "reproduce the official TCN residual precedence bug")
     dtw_faithful: bool = option(False, "DTW graph from all days, linking pairs near the mean")
@@ -167,6 +180,22 @@ class STGODEConfig(ModelConfig):
 
 
 # ----------------------------------------------------------------------------- shared parts
+_MATMULS = (
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+)
+
+
+def _matmul_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _save_matmuls_context() -> Any:
+    return create_selective_checkpoint_contexts(_matmul_policy)
+
+
 class _Block(nn.Module):
     """``TCN -> ODE -> TCN -> BatchNorm2d(N)`` on ``[B, N, T, C]``."""
 
@@ -175,16 +204,24 @@ class _Block(nn.Module):
         self.tcn_in, self.ode, self.tcn_out = tcn_in, ode, tcn_out
         self.norm = nn.BatchNorm2d(n)  # the nodes act as BatchNorm channels, as officially
         self.use_checkpoint = False
+        self.checkpoint_policy = "recompute-all"
+
+    def _body(self, x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+        return self.tcn_out(F.relu(self.ode(self.tcn_in(x), operator)))
 
     def forward(self, x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-        h = self.tcn_in(x)
         if self.use_checkpoint and self.training and torch.is_grad_enabled():
-            # Only the ODE module is recomputed: it holds no BatchNorm whose statistics a second
-            # forward would update twice, and no dropout.
-            h = checkpoint(self.ode, h, operator, use_reentrant=False)
+            # Recompute TCN -> ODE -> TCN in backward (the RNG state is replayed, so dropout
+            # masks agree). BatchNorm stays outside: a second forward would update its running
+            # statistics twice. With the selective policy the matmul outputs are kept, so the
+            # recomputation is elementwise work only and costs no GEMM FLOPs.
+            kwargs = {"use_reentrant": False}
+            if self.checkpoint_policy == "save-matmuls":
+                kwargs["context_fn"] = _save_matmuls_context
+            h = checkpoint(self._body, x, operator, **kwargs)
         else:
-            h = self.ode(h, operator)
-        return self.norm(self.tcn_out(F.relu(h)))
+            h = self._body(x, operator)
+        return self.norm(h)
 
 
 class _ODEForecaster(ForecastModel):
@@ -245,7 +282,9 @@ class _ODEForecaster(ForecastModel):
 
 def _check(context: ModelContext, config: Any) -> None:
     if config.tcn_widths[-1] != config.hidden:
-        raise ValueError(f"tcn_widths must end with hidden ({config.hidden}), got {config.tcn_widths}")
+        raise ValueError(
+            f"tcn_widths must end with hidden ({config.hidden}), got {config.tcn_widths}"
+        )
     if config.spatial_branches + config.semantic_branches < 1:
         raise ValueError("at least one branch is needed")
 
@@ -290,6 +329,7 @@ class GramODE(_ODEForecaster):
                     n,
                 )
                 block.use_checkpoint = config.checkpoint
+                block.checkpoint_policy = config.checkpoint_policy
                 blocks.append(block)
             branches.append(blocks)
         self.branches = nn.ModuleList(branches)
@@ -350,6 +390,10 @@ class STGODE(_ODEForecaster):
             )
             for _ in range(config.spatial_branches + config.semantic_branches)
         )
+        for branch in self.branches:
+            for block in branch:
+                block.use_checkpoint = config.checkpoint
+                block.checkpoint_policy = config.checkpoint_policy
         h, out = context.horizon, context.out_channels
         self.head = nn.Sequential(nn.Linear(w * c, h * 32), nn.ReLU(), nn.Linear(h * 32, h * out))
 

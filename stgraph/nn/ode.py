@@ -338,7 +338,9 @@ class GramODEModule(nn.Module):
         single_euler = method == "euler" and len(t_global) == 2
         if edge_mode == "factorized" and not single_euler:
             raise ValueError("edge_mode='factorized' needs method='euler' on a two-point grid")
-        self.edge_mode = ("factorized" if single_euler else "dense") if edge_mode == "auto" else edge_mode
+        self.edge_mode = (
+            ("factorized" if single_euler else "dense") if edge_mode == "auto" else edge_mode
+        )
         self.steps, self.tokens, self.channels = steps, tokens, channels
         self.t_global = tuple(float(v) for v in t_global)
         self.t_local = tuple(local_dt * i for i in range(steps // tokens + 1))
@@ -348,7 +350,9 @@ class GramODEModule(nn.Module):
         self.mask = nn.Parameter(init(num_nodes, num_nodes))
         self.gate = TemporalGate(steps)
         self.global_func = GlobalODEFunc(num_nodes, channels, self.gate, beta)
-        self.local_attention = NodeAttention(steps * channels, local_dk, tokens * channels, local_heads)
+        self.local_attention = NodeAttention(
+            steps * channels, local_dk, tokens * channels, local_heads
+        )
         self.local_func = LocalODEFunc(tokens, num_nodes, channels, beta)
         self.edge_func = EdgeODEFunc(num_nodes, self.gate)
         self.clip_c = nn.Parameter(torch.randn(1))
@@ -393,7 +397,9 @@ class GramODEModule(nn.Module):
         terms = [self.lin_local(local), self.lin_global(glob)]
         if self.edge_mode != "off":
             terms.append(self.edge_features(h, adj))
-        z = sum(u * torch.sigmoid(v) for i, u in enumerate(terms) for j, v in enumerate(terms) if i != j)
+        z = sum(
+            u * torch.sigmoid(v) for i, u in enumerate(terms) for j, v in enumerate(terms) if i != j
+        )
         z = z / (len(terms) * (len(terms) - 1))
         w = self.update_w
         return F.relu(w[0] * torch.sigmoid(self.lin_update(h)) + w[1] * z)

@@ -41,3 +41,12 @@ def test_resolve_layers_pipeline_then_set_then_flags():
 def test_unknown_model_is_an_error_with_a_suggestion():
     with pytest.raises(InputError, match="Unknown model 'persistance'.*Did you mean 'persistence'"):
         resolve_config("simulator", model="persistance")
+
+
+def test_pipelines_extend_a_shared_recipe_and_presets_apply_per_model():
+    config = resolve_config("pems08")
+    assert config.model.name == "gram-ode" and config.data.loss == "huber"
+    assert config.train.scheduler_params["milestones"] == [15, 50, 105, 145]
+    stgode = resolve_config("pems08", model="stgode")
+    assert stgode.data.loss == "mae" and stgode.train.batch_size == 16
+    assert stgode.train.scheduler == "step"

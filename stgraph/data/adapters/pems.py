@@ -184,8 +184,8 @@ def weekday_timestamps(
         )
     days = pd.bdate_range(pd.Timestamp(start).normalize(), periods=num_steps // steps_per_day)
     offsets = pd.to_timedelta(np.arange(steps_per_day) * (86400 // steps_per_day), unit="s")
-    stamps = (days.asi8[:, None] + offsets.asi8[None, :]).ravel()
-    return pd.DatetimeIndex(stamps)
+    # Timestamp arithmetic, not raw integers: the datetime resolution depends on pandas' version.
+    return days.repeat(steps_per_day) + np.tile(offsets, len(days))
 
 
 @ADAPTERS.register("pemsd7m")
