@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -106,6 +107,19 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise InputError(
         f"Config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}."
     )
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping at the top of YAML file ``path``; ``what`` names it in errors ("Job file")."""
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{what} {path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path}: expected a mapping at the top level.")
+    return data
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -15,10 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from stgraph import __version__, _shipped
-from stgraph.config import deep_merge, from_dict, option, parse_assignment, set_path, to_dict
+from stgraph.config import (
+    deep_merge,
+    from_dict,
+    option,
+    parse_assignment,
+    read_yaml_mapping,
+    set_path,
+    to_dict,
+)
 from stgraph.data.adapters.base import RawDataset
 from stgraph.data.sources import open_dataset
 from stgraph.data.windows import split_samples
@@ -73,21 +80,9 @@ def pipeline_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"Config file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"Config file {path}: not valid YAML ({exc}).") from None
-    if not isinstance(data, dict):
-        raise InputError(f"Config file {path}: expected a mapping at the top level.")
-    return data
-
-
 def _read_pipeline(path: Path) -> dict[str, Any]:
     """A pipeline file, on top of the one its ``extends:`` names (shared by a dataset family)."""
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path, "Pipeline")
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -114,7 +109,7 @@ def resolve_config(
     if path is not None:
         data = deep_merge(_read_pipeline(path), data)
     if config_file:
-        data = deep_merge(data, _read_yaml(Path(config_file)))
+        data = deep_merge(data, read_yaml_mapping(Path(config_file), "Config file"))
     presets = data.pop("presets", {}) or {}
     name = model or data.get("model", {}).get("name", ModelSection.name)
     if model and model != data.get("model", {}).get("name"):

@@ -11,8 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from stgraph.config import read_yaml_mapping
 from stgraph.errors import InputError, did_you_mean
 
 NULL_VALUES = ("zero", "nan", "none")
@@ -106,13 +105,7 @@ def load_card(name: str) -> DatasetCard:
 
 
 def read_card(path: Path) -> DatasetCard:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"Card {path}: not valid YAML ({exc}).") from None
-    if not isinstance(data, dict):
-        raise InputError(f"Card {path}: expected a mapping at the top level.")
-    return DatasetCard.from_dict(data, path)
+    return DatasetCard.from_dict(read_yaml_mapping(path, "Card"), path)
 
 
 def list_cards() -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stgraph.atomic import atomic_write
 from stgraph.data.adapters.base import observed_mask
 from stgraph.data.scaler import StandardScaler
 from stgraph.data.windows import calendar_features
@@ -22,7 +23,6 @@ from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.models.base import ForecastModel, ModelContext, build_model
 from stgraph.tasks.forecast import ForecastBatch, ForecastTask
-from stgraph.training.checkpoint import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -57,7 +57,7 @@ def save_bundle(
         "freq": str(pd.tseries.frequencies.to_offset(series.freq).freqstr),
         "null_value": null_value,
     }
-    atomic_write_bytes(path, lambda handle: torch.save(bundle, handle))
+    atomic_write(path, lambda handle: torch.save(bundle, handle))
 
 
 class Forecaster:

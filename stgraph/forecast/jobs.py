@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stgraph.config import from_dict, option
+from stgraph.config import from_dict, option, read_yaml_mapping
 from stgraph.errors import InputError, LockedError
 from stgraph.forecast.run import (
     DEFAULT_EXPERIMENT,
@@ -82,7 +82,6 @@ def load_job(name_or_path: str) -> JobSpec:
     Raises:
         InputError: unknown job, unknown keys, or missing or inconsistent settings.
     """
-    import yaml
 
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
@@ -95,15 +94,7 @@ def load_job(name_or_path: str) -> JobSpec:
                 f"No job named '{name_or_path}' in {jobs_dir()} (known: {', '.join(known)}); "
                 "or give the path of a job file."
             )
-    if not path.is_file():
-        raise InputError(f"Job file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"Job file {path}: not valid YAML ({exc}).") from None
-    if not isinstance(data, dict):
-        raise InputError(f"Job file {path}: expected a mapping at the top level.")
-    spec = from_dict(JobSpec, data, "job")
+    spec = from_dict(JobSpec, read_yaml_mapping(path, "Job file"), "job")
     spec.name = spec.name or path.stem
     where = f"Job file {path}"
     for key in ("model_uri", "output", "frequency"):

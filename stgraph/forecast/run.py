@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stgraph.atomic import atomic_write
 from stgraph.errors import InputError, LockedError
 from stgraph.forecast.bundle import Forecaster
 
@@ -423,30 +424,8 @@ def _emit(handle, data: bytes) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file beside ``path``, fsync, rename over ``path``, fsync the folder.
-
-    Unlike a checkpoint, the output is for other users too: it gets the umask's permissions
-    rather than mkstemp's private 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            _emit(handle, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # make the rename itself durable
-    finally:
-        os.close(folder)
+    """Write ``data`` to ``path`` atomically (see `stgraph.atomic`)."""
+    atomic_write(path, lambda handle: _emit(handle, data))
 
 
 @contextlib.contextmanager

@@ -109,41 +109,47 @@ RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------- configs
 @dataclass
-class GramODEConfig(ModelConfig):
+class ODEBackboneConfig(ModelConfig):
+    """Settings shared by STGODE and GRAM-ODE: the TCN, the branches and the solver."""
+
     hidden: int = option(64, "width of every hidden state (64 officially)")
     tcn_widths: list[int] = option([64, 32, 64], "widths of the three TCN levels; last = hidden")
     kernel_size: int = option(2, "temporal kernel of the TCN")
     dropout: float = option(0.2, "dropout after each TCN level")
     spatial_branches: int = option(3, "branches on the spatial graph")
     semantic_branches: int = option(3, "branches on the DTW graph")
-    local_tokens: int = option(4, "local ODEs K per module (window must be divisible by K)")
-    local_heads: int = option(32, "heads of the node attention feeding the local ODEs")
-    local_dk: int = option(512, "key width of that attention")
-    out_dk: int = option(384, "key width of the output attention (one head per horizon step)")
     method: str = option("euler", "ODE solver: euler (official), midpoint, rk4, dopri5, ...")
-    t_global: list[float] = option([0.0, 1.0], "time grid of the global and edge ODEs")
-    local_dt: float = option(1.0, "step of the local ODEs' grid [0, dt, ..., (T/K) dt]")
     adjoint: bool = option(False, "backpropagate with the adjoint method (less memory)")
-    rtol: float = option(1e-3, "relative tolerance (adaptive solvers)")
-    atol: float = option(1e-4, "absolute tolerance (adaptive solvers)")
-    beta: float = option(0.6, "W~ correction of the channel mixing (0 = later STGODE)")
-    operator_alpha: float = option(0.8, "alpha of the operator (alpha/2)(I + D^-1/2 A D^-1/2)")
-    edge_mode: str = option(
-        "auto", "edge ODE: auto, dense ([B,N,N,T] state), factorized (exact, O(BNT)), off"
-    )
-    tcn_bug: bool = option(False, "reproduce the official TCN residual precedence bug")
-    clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
-    mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
-    dtw_faithful: bool = option(False, "DTW graph from all days, linking pairs near the mean")
-    dtw_rule: str = option("topk", "DTW linking rule when not faithful: topk or quantile")
-    dtw_k: int = option(6, "neighbours per node for the topk rule")
-    dtw_quantile: float = option(0.02, "quantile of pairs linked by the quantile rule")
-    dtw_radius: int = option(6, "Sakoe-Chiba band radius of the DTW (steps)")
     checkpoint: bool = option(True, "recompute each block's TCN/ODE in backward: far less memory")
     checkpoint_policy: str = option(
         "recompute-all",
         "what recomputation keeps: recompute-all or save-matmuls (no GEMM redone, more memory)",
     )
+    operator_alpha: float = option(0.8, "alpha of the operator (alpha/2)(I + D^-1/2 A D^-1/2)")
+    tcn_bug: bool = option(False, "reproduce the official TCN residual precedence bug")
+    dtw_faithful: bool = option(False, "DTW graph from all days, linking pairs near the mean")
+    dtw_rule: str = option("topk", "DTW linking rule when not faithful: topk or quantile")
+    dtw_k: int = option(6, "neighbours per node for the topk rule")
+    dtw_quantile: float = option(0.02, "quantile of pairs linked by the quantile rule")
+    dtw_radius: int = option(6, "Sakoe-Chiba band radius of the DTW (steps)")
+
+
+@dataclass
+class GramODEConfig(ODEBackboneConfig):
+    local_tokens: int = option(4, "local ODEs K per module (window must be divisible by K)")
+    local_heads: int = option(32, "heads of the node attention feeding the local ODEs")
+    local_dk: int = option(512, "key width of that attention")
+    out_dk: int = option(384, "key width of the output attention (one head per horizon step)")
+    t_global: list[float] = option([0.0, 1.0], "time grid of the global and edge ODEs")
+    local_dt: float = option(1.0, "step of the local ODEs' grid [0, dt, ..., (T/K) dt]")
+    rtol: float = option(1e-3, "relative tolerance (adaptive solvers)")
+    atol: float = option(1e-4, "absolute tolerance (adaptive solvers)")
+    beta: float = option(0.6, "W~ correction of the channel mixing (0 = later STGODE)")
+    edge_mode: str = option(
+        "auto", "edge ODE: auto, dense ([B,N,N,T] state), factorized (exact, O(BNT)), off"
+    )
+    clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
+    mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
 
 
 @dataclass
@@ -155,28 +161,8 @@ class GramODEFaithfulConfig(GramODEConfig):
 
 
 @dataclass
-class STGODEConfig(ModelConfig):
-    hidden: int = option(64, "width of the hidden state")
-    tcn_widths: list[int] = option([64, 32, 64], "widths of the three TCN levels; last = hidden")
-    kernel_size: int = option(2, "temporal kernel of the TCN")
-    dropout: float = option(0.2, "dropout after each TCN level")
-    spatial_branches: int = option(3, "branches on the spatial graph")
-    semantic_branches: int = option(3, "branches on the DTW graph")
-    method: str = option("euler", "ODE solver (official: one Euler step)")
+class STGODEConfig(ODEBackboneConfig):
     t_grid: list[float] = option([0.0, 6.0], "ODE time grid (official [0, 6])")
-    adjoint: bool = option(False, "backpropagate with the adjoint method")
-    checkpoint: bool = option(True, "recompute each block's TCN/ODE in backward: less memory")
-    checkpoint_policy: str = option(
-        "recompute-all",
-        "what recomputation keeps: recompute-all or save-matmuls (no GEMM redone, more memory)",
-    )
-    operator_alpha: float = option(0.8, "alpha of the operator (alpha/2)(I + D^-1/2 A D^-1/2)")
-    tcn_bug: bool = option(False, "reproduce the official TCN residual precedence bug")
-    dtw_faithful: bool = option(False, "DTW graph from all days, linking pairs near the mean")
-    dtw_rule: str = option("topk", "DTW linking rule when not faithful: topk or quantile")
-    dtw_k: int = option(6, "neighbours per node for the topk rule")
-    dtw_quantile: float = option(0.02, "quantile of pairs linked by the quantile rule")
-    dtw_radius: int = option(6, "Sakoe-Chiba band radius of the DTW (steps)")
 
 
 # ----------------------------------------------------------------------------- shared parts
