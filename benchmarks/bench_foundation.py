@@ -126,9 +126,23 @@ def simulated_task(cache: Path) -> ForecastTask:
 
 
 # ---------------------------------------------------------------------------- scenarios
+def warm_up_windows() -> None:
+    """Build a task on a tiny simulated series and gather one batch."""
+    from stgraph.data.simulator import simulate_traffic
+
+    raw = simulate_traffic(num_nodes=8, days=2)
+    splits = split_samples(raw.series.timestamps, WINDOW, HORIZON)
+    graph = build_graph(raw, raw.card.graph, splits.train_steps)
+    task = ForecastTask(raw.series, graph, splits, WINDOW, HORIZON)
+    next(task.batches("train", BATCH, shuffle=True))
+
+
 def scenario_windows(args: argparse.Namespace) -> dict:
     """Data + windows alone: load the series, make the task, gather every training batch once."""
-    baseline = BASELINE_KB * 1024
+    # The baseline is the interpreter and torch after a tiny end-to-end warm-up: torch, pandas
+    # and scipy allocate their runtimes (thread pools, caches) on first use, not on import.
+    warm_up_windows()
+    baseline = current_rss_bytes()
     started = time.perf_counter()
     task = simulated_task(Path(args.cache))
     after_task = current_rss_bytes()

@@ -19,7 +19,7 @@ class StandardScaler:
     std: np.ndarray  # [F]
 
     @classmethod
-    def fit(cls, values: np.ndarray, mask: np.ndarray, chunk: int = 2048) -> StandardScaler:
+    def fit(cls, values: np.ndarray, mask: np.ndarray, chunk: int = 256) -> StandardScaler:
         """Statistics of ``values[mask]`` per channel (last axis).
 
         Two passes over chunks of ``chunk`` steps with float64 sums: exact enough, and the
