@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
+import os
 import sys
 import traceback
 import warnings
@@ -273,11 +273,14 @@ def _print_summary(command: str, result: dict[str, Any]) -> None:
     if command not in ("fit", "evaluate"):
         return
     test = result["test"]
-    names = [k for k in test if k.startswith("mae")] + [
-        k for k in test if k.startswith(("rmse", "mape"))
-    ]
+    columns = sorted(
+        {name[3:] if name.startswith("mae") else None for name in test} - {None},
+        key=lambda c: (c.startswith("_"), int(c.strip("@_avg"))),
+    )
     print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
-    print("  " + "  ".join(f"{name} {test[name]:.4f}" for name in names))
+    print(f"  {'':6}" + "".join(f"{c.lstrip('@_'):>10}" for c in columns))
+    for metric in ("mae", "rmse", "mape"):
+        print(f"  {metric:6}" + "".join(f"{test[metric + c]:>10.4f}" for c in columns))
 
 
 def _json_safe(value: Any) -> Any:
@@ -292,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     if not debug:
-        # MLflow's informational chatter (database creation, signature inference) is noise here.
-        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        # MLflow's chatter (database creation, signature inference, artifact download bars) is
+        # noise next to our own progress output; its own settings silence it before import.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         warnings.filterwarnings("ignore", module="mlflow")
     try:
         result = COMMANDS[args.command](args)
