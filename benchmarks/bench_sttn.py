@@ -1,33 +1,44 @@
 """Speed and memory of STTN on CPU: prints a table, asserts nothing.
 
-Measures, for ``sttn`` (embed 64, 3 layers, 2 heads, batch 64) and ``sttn-faithful``: parameter
-count, seconds per training epoch on los-loop (207 nodes, 1,395 training windows 12 -> 12; the
-real data when ``../shared/data/traffic/los-loop`` is present, random data of that shape
-otherwise), one pass over the test split, peak RSS, achieved GFLOP/s of a training step against
-a 2048x2048 fp32 matmul; inference latency (batch 1) and throughput (batch 64) at PEMS-BAY scale
-(325 nodes); neighbourhood-restricted spatial attention at 2,000 and 8,000 simulated nodes.
+Measures, for ``sttn`` (embed 64, 3 layers, 2 heads, batch 64, micro-batches of 2 as in
+``pipelines/los-loop.yaml``) and ``sttn-faithful`` (its preset: batch 50 in micro-batches of 10):
+parameter count, seconds per training epoch on los-loop (207 nodes, 1,395 training windows
+12 -> 12; the real data when ``../shared/data/traffic/los-loop`` is present, random data of that
+shape otherwise), one pass over the test split, peak RSS, FLOPs of a training step and the
+achieved GFLOP/s against a 2048x2048 fp32 matmul; inference latency (batch 1) and throughput
+(batch 64) at PEMS-BAY scale (325 nodes); neighbourhood-restricted spatial attention at 2,000 and
+8,000 simulated nodes (training step and inference at batch 1).
 
-Usage: ``.venv/bin/python benchmarks/bench_sttn.py [--quick] [--threads 2]``.
+Every scenario runs in its own fresh process, so each peak RSS is that scenario's alone
+(interpreter, torch and stgraph imports included; the imports alone are reported first).
+
+Usage: ``.venv/bin/python benchmarks/bench_sttn.py [--quick] [--threads 2] [--checkpoint]
+[--large 2000,8000]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import resource
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.flop_counter import FlopCounterMode
 
 from stgraph.graphs.graph import Graph
 from stgraph.models import ModelContext, build_model
 from stgraph.models.base import count_parameters
+from stgraph.nn import graph_conv
 from stgraph.tasks.forecast import ForecastBatch
 
 LOS_LOOP = Path(__file__).resolve().parents[2] / "shared" / "data" / "traffic" / "los-loop"
 STTN = {"embed_dim": 64, "num_layers": 3, "num_heads": 2}
+# (model, params, batch size, micro-batch size): the los-loop pipeline and its faithful preset.
+VARIANTS = (("sttn", STTN, 64, 2), ("sttn-faithful", {}, 50, 10))
 
 
 def peak_rss_mb() -> float:
@@ -107,15 +118,19 @@ def los_loop_task():
         return RandomTask(), random_graph(207), "random, los-loop shape"
 
 
-def train_epoch(model, task, batch_size: int, limit: int | None) -> tuple[float, int]:
+def train_epoch(model, task, batch_size: int, micro: int, limit: int | None):
+    """One epoch as the trainer runs it: Adam, micro-batch gradients summed, clipping at 5."""
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     steps = 0
     start = time.perf_counter()
     for batch in task.batches("train", batch_size, shuffle=True, limit=limit):
-        loss = task.loss(model(batch), batch)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        for part in batch.split(micro):
+            output = model(part)
+            loss = task.loss(output, part) * (part.x.shape[0] / batch.x.shape[0])
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimiser.step()
         steps += 1
     return time.perf_counter() - start, steps
@@ -130,79 +145,163 @@ def test_pass(model, task, batch_size: int, limit: int | None) -> float:
     return time.perf_counter() - start
 
 
-def training_step_flops(model, batch) -> float:
+def training_step_flops(model, batch, micro: int) -> float:
+    """FLOPs of one training step (forward and backward of every micro-batch).
+
+    `FlopCounterMode` would count a sparse operator product as a dense one of the same shape;
+    those products run outside the counter here and count as ``2 nnz C`` each.
+    """
+    product = graph_conv._SparseProduct
+    forward, backward = product.forward, product.backward
+    sparse = [0]
+
+    def counted_forward(ctx, z, matrix, transposed):
+        sparse[0] += 2 * matrix.values().numel() * z.shape[-1]
+        with _disable_current_modes():
+            return forward(ctx, z, matrix, transposed)
+
+    def counted_backward(ctx, grad):
+        sparse[0] += 2 * ctx.transposed.values().numel() * grad.shape[-1]
+        with _disable_current_modes():
+            return backward(ctx, grad)
+
+    product.forward, product.backward = counted_forward, counted_backward
     model.train()
-    with FlopCounterMode(display=False) as counter:
-        out = model(batch)
-        out.abs().mean().backward()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            for part in batch.split(micro):
+                model(part).abs().mean().backward()
+    finally:
+        product.forward, product.backward = forward, backward
     model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+    return float(counter.get_total_flops() + sparse[0])
+
+
+# ---------------------------------------------------------------- scenarios (one process each)
+
+
+def _setup(threads: int) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+
+def scenario_imports(threads: int, quick: bool, peak: float, extra: dict) -> list:
+    _setup(threads)
+    return [("process after imports: peak RSS (MB)", f"{peak_rss_mb():.0f}")]
+
+
+def scenario_train(threads: int, quick: bool, peak: float, extra: dict) -> list:
+    _setup(threads)
+    name, params, batch_size, micro = extra["variant"]
+    params = {**params, **extra.get("override", {})}
+    limit = 3 if quick else None
+    task, graph, source = los_loop_task()
+    ctx = ModelContext(207, 1, 1, 12, 12, 288, graph)
+    model = build_model(name, params, ctx)
+    rows = [(f"{name}: los-loop data", source)]
+    rows.append((f"{name}: parameters", f"{count_parameters(model):,}"))
+    flops = training_step_flops(model, random_batch(batch_size, 207), micro)
+    seconds, steps = train_epoch(model, task, batch_size, micro, limit)
+    per_step = seconds / steps
+    full_steps = -(-1395 // batch_size)
+    label = f"s/epoch ({full_steps} batches of {batch_size}, micro {micro})"
+    label += " est. from 3 batches" if quick else ""
+    rows.append((f"{name}: train {label}", f"{per_step * full_steps:.1f}"))
+    rows.append((f"{name}: GFLOP per training step", f"{flops / 1e9:.1f}"))
+    achieved = flops / per_step / 1e9
+    rows.append(
+        (f"{name}: achieved GFLOP/s (share of matmul)", f"{achieved:.1f} ({achieved / peak:.0%})")
+    )
+    rows.append((f"{name}: test pass s (batch 8)", f"{test_pass(model, task, 8, limit):.1f}"))
+    rows.append((f"{name}: peak RSS of the process (MB)", f"{peak_rss_mb():.0f}"))
+    return rows
+
+
+def scenario_bay(threads: int, quick: bool, peak: float, extra: dict) -> list:
+    _setup(threads)
+    name, params = extra["variant"][:2]
+    bay = ModelContext(325, 1, 1, 12, 12, 288, random_graph(325))
+    model = build_model(name, params, bay).eval()
+    with torch.no_grad():
+        one = random_batch(1, 325)
+        model(one)
+        latency = min(_timed(lambda: model(one)) for _ in range(5))
+        big = random_batch(64, 325)
+        model(big)
+        seconds = min(_timed(lambda: model(big)) for _ in range(2))
+    return [
+        (f"{name} @325 nodes: latency batch 1, 12 steps (ms)", f"{latency * 1e3:.1f}"),
+        (f"{name} @325 nodes: throughput batch 64 (windows/s)", f"{64 / seconds:.1f}"),
+        (f"{name} @325 nodes: peak RSS (MB)", f"{peak_rss_mb():.0f}"),
+    ]
+
+
+def scenario_large(threads: int, quick: bool, peak: float, extra: dict) -> list:
+    _setup(threads)
+    n = extra["nodes"]
+    ctx_n = ModelContext(n, 1, 1, 12, 12, 288, random_graph(n))
+    params = {**STTN, "spatial_neighbours": 32, "spatial_encoding": "learnable"}
+    model = build_model("sttn", params, ctx_n)
+    one = random_batch(1, n)
+    model.train()
+    step = min(_timed(lambda: model(one).abs().mean().backward()) for _ in range(2))
+    model.eval()
+    with torch.no_grad():
+        infer = min(_timed(lambda: model(one)) for _ in range(2))
+    return [
+        (f"sttn k=32 @{n} nodes: train step batch 1 (s)", f"{step:.2f}"),
+        (f"sttn k=32 @{n} nodes: inference batch 1 (s)", f"{infer:.2f}"),
+        (f"sttn k=32 @{n} nodes: peak RSS (MB)", f"{peak_rss_mb():.0f}"),
+    ]
+
+
+def _child(fn, args, queue) -> None:
+    queue.put(fn(*args))
+
+
+def run_isolated(fn, *args) -> list:
+    """``fn(*args)`` in a fresh process (its own peak RSS); returns its rows."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(fn, args, queue))
+    process.start()
+    rows = queue.get()
+    process.join()
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 training batches, small graphs")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--checkpoint", action="store_true", help="sttn with checkpoint=True")
+    parser.add_argument(
+        "--large", default=None, help="node counts of the sparse-attention runs (2000,8000)"
+    )
     args = parser.parse_args()
+    large = args.large or ("2000" if args.quick else "2000,8000")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    limit = 3 if args.quick else None
     rows: list[tuple[str, str]] = []
 
-    def row(name: str, value: str) -> None:
-        rows.append((name, value))
-        print(f"{name:<58} {value}", flush=True)
+    def show(new_rows) -> None:
+        for name, value in new_rows:
+            rows.append((name, value))
+            print(f"{name:<62} {value}", flush=True)
 
     peak = matmul_gflops()
-    row("machine fp32 matmul 2048^2 (GFLOP/s)", f"{peak:.1f}")
-    task, graph, source = los_loop_task()
-    row("los-loop data", source)
-    ctx = ModelContext(207, 1, 1, 12, 12, 288, graph)
-    for name, params, batch_size in (("sttn", STTN, 64), ("sttn-faithful", {}, 64)):
-        model = build_model(name, params, ctx)
-        row(f"{name}: parameters", f"{count_parameters(model):,}")
-        flops = training_step_flops(model, random_batch(batch_size, 207))
-        seconds, steps = train_epoch(model, task, batch_size, limit)
-        per_step = seconds / steps
-        full_steps = -(-1395 // batch_size)
-        label = "s/epoch (1,395 windows)" + (" est. from 3 batches" if args.quick else "")
-        row(f"{name}: train {label}", f"{per_step * full_steps:.1f}")
-        row(f"{name}: train s/step (batch {batch_size})", f"{per_step:.2f}")
-        row(f"{name}: GFLOP per training step", f"{flops / 1e9:.1f}")
-        achieved = flops / per_step / 1e9
-        row(f"{name}: achieved GFLOP/s (of matmul peak)", f"{achieved:.1f} ({achieved / peak:.0%})")
-        row(f"{name}: test pass s", f"{test_pass(model, task, batch_size, limit):.1f}")
-        row(f"{name}: peak RSS so far (MB)", f"{peak_rss_mb():.0f}")
-
-    # PEMS-BAY scale inference.
-    bay = ModelContext(325, 1, 1, 12, 12, 288, random_graph(325))
-    for name, params in (("sttn", STTN), ("sttn-faithful", {})):
-        model = build_model(name, params, bay).eval()
-        with torch.no_grad():
-            one = random_batch(1, 325)
-            model(one)
-            latency = min(_timed(lambda m=model, b=one: m(b)) for _ in range(5))
-            big = random_batch(64, 325)
-            model(big)
-            seconds = min(_timed(lambda m=model, b=big: m(b)) for _ in range(2))
-        row(f"{name} @325 nodes: latency batch 1, 12 steps (ms)", f"{latency * 1e3:.1f}")
-        row(f"{name} @325 nodes: throughput batch 64 (windows/s)", f"{64 / seconds:.1f}")
-
-    # Large graphs: neighbourhood-restricted spatial attention, batch 1 (one 12-step window).
-    sizes = (2000,) if args.quick else (2000, 8000)
-    for n in sizes:
-        ctx_n = ModelContext(n, 1, 1, 12, 12, 288, random_graph(n))
-        params = {**STTN, "spatial_neighbours": 32, "spatial_encoding": "learnable"}
-        model = build_model("sttn", params, ctx_n)
-        one = random_batch(1, n)
-        model.train()
-        step = min(_timed(lambda m=model, b=one: m(b).abs().mean().backward()) for _ in range(2))
-        model.eval()
-        with torch.no_grad():
-            infer = min(_timed(lambda m=model, b=one: m(b)) for _ in range(2))
-        row(f"sttn k=32 @{n} nodes: train step batch 1 (s)", f"{step:.2f}")
-        row(f"sttn k=32 @{n} nodes: inference batch 1 (s)", f"{infer:.2f}")
-        row(f"sttn k=32 @{n} nodes: peak RSS so far (MB)", f"{peak_rss_mb():.0f}")
+    show([("machine fp32 matmul 2048^2 (GFLOP/s)", f"{peak:.1f}")])
+    show([("load average at start", f"{os.getloadavg()[0]:.2f}")])
+    common = (args.threads, args.quick, peak)
+    show(run_isolated(scenario_imports, *common, {}))
+    override = {"checkpoint": True} if args.checkpoint else {}
+    for variant in VARIANTS:
+        extra = {"variant": variant, "override": override if variant[0] == "sttn" else {}}
+        show(run_isolated(scenario_train, *common, extra))
+    for variant in VARIANTS:
+        show(run_isolated(scenario_bay, *common, {"variant": variant}))
+    for n in (int(value) for value in large.split(",")):
+        show(run_isolated(scenario_large, *common, {"nodes": n}))
+    show([("load average at end", f"{os.getloadavg()[0]:.2f}")])
 
     print("\n| measure | value |\n|---|---|")
     for name, value in rows:

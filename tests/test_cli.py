@@ -17,7 +17,15 @@ def _json_out(capsys, argv):
 
 def test_fit_json_contract_and_evaluate_reproduces_the_test_metrics(capsys):
     summary = _json_out(capsys, ["fit", "simulator", "--model", "persistence", "--json", "--quiet"])
-    assert {"run_id", "dataset", "model", "epochs", "best_epoch", "seconds_per_epoch", "test"} <= set(summary)
+    assert {
+        "run_id",
+        "dataset",
+        "model",
+        "epochs",
+        "best_epoch",
+        "seconds_per_epoch",
+        "test",
+    } <= set(summary)
     assert set(summary["test"]) == METRIC_NAMES
     assert summary["dataset"] == "simulator" and summary["model"] == "persistence"
     # persistence degrades with the horizon on traffic speeds

@@ -7,6 +7,11 @@ for every ``(b, t)``, and "temporal" attention is attention along the time axis 
 every ``(b, n)``. SDPA never materialises the ``[.., L, L]`` score tensor when a fused kernel
 applies, which keeps full attention over a few hundred nodes cheap in memory.
 
+Dropout here is `Dropout`, which on CPU draws one random byte per element instead of
+`torch.nn.functional.dropout`'s Bernoulli draw (about 3x cheaper on a 10M-element tensor; the
+drop probability is rounded to a multiple of 1/256, e.g. 0.1 -> 26/256 = 0.1016, and the kept
+values are scaled by the exact inverse keep rate so the expectation is unchanged).
+
 For large graphs the node axis can be restricted to a fixed neighbourhood: each node attends only
 to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and values are gathered into
 ``[.., N, k, C]``, so memory grows as ``O(N k)`` instead of ``O(N^2)``.
@@ -71,6 +76,80 @@ def neighbour_index(
         index[rows] = order
         valid[rows] = np.isfinite(np.take_along_axis(dist, order, axis=1))
     return torch.from_numpy(index), torch.from_numpy(valid)
+
+
+class _ByteDropout(torch.autograd.Function):
+    """Dropout with a mask drawn from random bytes: drop where ``byte < threshold``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
+        drop = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() < threshold
+        scale = 256.0 / (256 - threshold)
+        ctx.scale = scale
+        ctx.save_for_backward(drop)
+        return x.mul(scale).masked_fill_(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (drop,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None
+
+
+class _ReluByteDropout(torch.autograd.Function):
+    """``dropout(relu(x))`` saving only the output: it is positive exactly where the gradient
+    flows (the next linear layer keeps the same tensor, so nothing extra is stored)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
+        drop = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() < threshold
+        drop |= x <= 0
+        out = x.mul(256.0 / (256 - threshold)).masked_fill_(drop, 0.0)
+        ctx.scale = 256.0 / (256 - threshold)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(out <= 0, 0.0), None
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``dropout(relu(x), p)``; on CPU in training one pass that stores only its output."""
+    threshold = round(p * 256)
+    if not training or x.device.type != "cpu" or threshold <= 0 or threshold >= 256:
+        return dropout(torch.relu(x), p, training)
+    return _ReluByteDropout.apply(x, threshold)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout; on CPU with one random byte per element (see the module docstring)."""
+    if not training or p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    threshold = round(p * 256)
+    if threshold == 0:
+        return x
+    if threshold >= 256:
+        return torch.zeros_like(x)
+    return _ByteDropout.apply(x, threshold)
+
+
+class Dropout(nn.Module):
+    """`torch.nn.Dropout` with the cheaper CPU mask of `dropout` (no parameters or buffers)."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class MultiHeadAttention(nn.Module):
@@ -152,16 +231,16 @@ def _neighbour_attention(
     outs = []
     for start in range(0, length, step):
         rows = slice(start, start + step)
-        idx = index[rows]  # [l, k]
-        l = idx.shape[0]
+        idx = index[rows]  # [rows, k]
+        count = idx.shape[0]
         flat = idx.reshape(-1)
         # Gather after projecting: O(N k C) memory, never O(N^2).
-        kg = k.index_select(1, flat).view(m, l, k_slots, h, d).permute(0, 1, 3, 2, 4)
-        vg = v.index_select(1, flat).view(m, l, k_slots, h, d).permute(0, 1, 3, 2, 4)
-        qs = q[:, rows].unsqueeze(3)  # [M, l, h, 1, d]
+        kg = k.index_select(1, flat).view(m, count, k_slots, h, d).permute(0, 1, 3, 2, 4)
+        vg = v.index_select(1, flat).view(m, count, k_slots, h, d).permute(0, 1, 3, 2, 4)
+        qs = q[:, rows].unsqueeze(3)  # [M, rows, h, 1, d]
         bias = None
         if mask is not None:
-            bias = mask[rows].view(l, 1, 1, k_slots)
+            bias = mask[rows].view(count, 1, 1, k_slots)
         out = F.scaled_dot_product_attention(qs, kg, vg, attn_mask=bias, dropout_p=dropout)
         outs.append(out.squeeze(3))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
@@ -213,13 +292,13 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.ReLU() if activation == "relu" else nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn_dim, dim),
         )
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.drop1 = nn.Dropout(dropout)
-        self.drop2 = nn.Dropout(dropout)
+        self.drop1 = Dropout(dropout)
+        self.drop2 = Dropout(dropout)
 
     def _attend(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         if self.axis == -2:
@@ -244,6 +323,13 @@ class TransformerBlock(nn.Module):
         }
         if self.norm_first:
             x = x + self.drop1(self._attend(self.norm1(x), **kwargs))
-            return x + self.drop2(self.ffn(self.norm2(x)))
+            return x + self.drop2(self._ffn(self.norm2(x)))
         x = self.norm1(x + self.drop1(self._attend(x, **kwargs)))
-        return self.norm2(x + self.drop2(self.ffn(x)))
+        return self.norm2(x + self.drop2(self._ffn(x)))
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        first, activation, drop, second = self.ffn
+        if isinstance(activation, nn.ReLU):
+            # ReLU and dropout fused: one pass, and one saved tensor instead of three.
+            return second(relu_dropout(first(x), drop.p, self.training))
+        return self.ffn(x)

@@ -65,6 +65,7 @@ def test_registered():
         {"spatial_encoding": "none", "temporal_encoding": "none", "calendar": False},
         {"spatial_neighbours": 4},
         {"cheb_order": 0, "mask_channel": False},
+        {"checkpoint": True},
     ],
 )
 def test_sttn_shapes_and_gradients(params):
@@ -166,7 +167,9 @@ def test_faithful_concat_free_layers_equal_explicit_concatenation():
         dim=-1,
     )
     table = model._table_terms(model.spatial_res)
-    assert torch.allclose(model._wide_linear(model.spatial_res, h, table), model.spatial_res(wide), atol=1e-5)
+    assert torch.allclose(
+        model._wide_linear(model.spatial_res, h, table), model.spatial_res(wide), atol=1e-5
+    )
     assert torch.allclose(model._cheb_wide(h), model.cheb(wide), atol=1e-4)
 
 

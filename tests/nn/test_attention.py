@@ -7,7 +7,15 @@ import torch
 
 from stgraph.graphs.graph import Graph
 from stgraph.graphs.normalize import chebyshev_basis, scaled_laplacian
-from stgraph.nn.attention import MultiHeadAttention, TransformerBlock, neighbour_index
+from stgraph.nn import graph_conv
+from stgraph.nn.attention import (
+    Dropout,
+    MultiHeadAttention,
+    TransformerBlock,
+    dropout,
+    neighbour_index,
+    relu_dropout,
+)
 from stgraph.nn.encodings import (
     CalendarEmbedding,
     LaplacianEncoding,
@@ -177,3 +185,85 @@ def test_encodings_shapes_and_calendar_lookup():
     assert out.shape == (1, 3, 6)
     expected = cal.time_of_day.weight[[0, 1, 287]] + cal.day_of_week.weight[[0, 1, 6]]
     assert torch.allclose(out[0], expected)
+
+
+def test_sparse_cheb_conv_on_a_directed_operator_matches_dense_values_and_gradients(monkeypatch):
+    n = 13
+    operator = torch.randn(n, n) * (torch.rand(n, n) < 0.2)  # not symmetric
+    x = torch.randn(2, 5, n, 3)
+    dense = ChebConv(3, 4, operator, order=4, sparse=False)
+    sparse = ChebConv(3, 4, operator, order=4, sparse=True)
+    assert sparse.is_sparse and not dense.is_sparse
+    sparse.load_state_dict(dense.state_dict())
+    basis = [torch.eye(n), operator]
+    for _ in range(2, 4):
+        basis.append(2 * operator @ basis[-1] - basis[-2])
+    theta = dense.weight.view(4, 3, 4)
+    expected = sum(basis[k] @ x @ theta[k] for k in range(4)) + dense.bias
+    # Small blocks: the 10 signals go through the block-diagonal operator in chunks.
+    monkeypatch.setattr(graph_conv, "_BLOCK_NNZ", 3 * int((operator != 0).sum()))
+    grads = []
+    for conv in (dense, sparse):
+        xg = x.clone().requires_grad_(True)
+        out = conv(xg)
+        assert torch.allclose(out, expected, atol=1e-4)
+        (out * torch.linspace(-1, 1, 4)).sum().backward()
+        grads.append((xg.grad, conv.weight.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
+    # The basis is the same in both layouts, term-major.
+    assert torch.allclose(dense.basis(x), sparse.basis(x), atol=1e-4)
+    assert torch.allclose(dense.basis(x)[..., 3:6], operator @ x, atol=1e-5)
+
+
+def test_cheb_conv_picks_the_sparse_operator_by_density():
+    assert ChebConv(2, 2, scaled_laplacian(ring_graph(40))).is_sparse
+    assert not ChebConv(2, 2, torch.randn(6, 6)).is_sparse
+
+
+def test_byte_dropout_rate_scale_and_gradient():
+    torch.manual_seed(1)
+    x = torch.ones(200_000, requires_grad=True)
+    out = dropout(x, 0.1)
+    kept = out != 0
+    # p is rounded to 26/256; kept values are scaled by the exact inverse keep rate.
+    assert abs((~kept).float().mean().item() - 26 / 256) < 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 256 / 230))
+    assert abs(out.mean().item() - 1.0) < 0.01
+    out.backward(torch.full_like(out, 2.0))
+    assert torch.equal(x.grad, torch.where(kept, 2.0 * 256 / 230, 0.0))
+    assert dropout(x, 0.1, training=False) is x
+    assert dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    layer = Dropout(0.5).eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError):
+        Dropout(1.5)
+
+
+def test_relu_dropout_equals_relu_then_dropout_with_the_same_mask():
+    torch.manual_seed(2)
+    x = torch.randn(50_000, requires_grad=True)
+    out = relu_dropout(x, 0.2)
+    dropped = (out == 0) & (x > 0)
+    assert abs(dropped.float().sum().item() / (x > 0).sum().item() - 51 / 256) < 0.01
+    scale = 256 / 205
+    expected = torch.where(dropped, 0.0, torch.relu(x) * scale)
+    assert torch.allclose(out, expected)
+    grad = torch.randn_like(x)
+    out.backward(grad)
+    assert torch.allclose(x.grad, torch.where((x > 0) & ~dropped, grad * scale, 0.0))
+    assert torch.equal(relu_dropout(x, 0.2, training=False), torch.relu(x))
+
+
+def test_transformer_block_fused_ffn_matches_the_sequential_ffn_in_eval():
+    block = TransformerBlock(8, 2, 16, 0.1, axis=-2).eval()
+    x = torch.randn(2, 3, 5, 8)
+    assert torch.allclose(block._ffn(x), block.ffn(x), atol=1e-6)
+
+
+def test_gated_fusion_matches_its_formula():
+    gate = GatedFusion(4)
+    y_s, y_g = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    g = torch.sigmoid(gate.proj_s(y_s) + gate.proj_g(y_g))
+    assert torch.allclose(gate(y_s, y_g), g * y_s + (1 - g) * y_g, atol=1e-6)
