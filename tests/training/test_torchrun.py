@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,6 @@ import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_process_training_logs_one_run(tmp_path):
@@ -32,10 +25,11 @@ def test_two_process_training_logs_one_run(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [
         str(torchrun),
+        # Standalone: torchrun's own rendezvous store on a free localhost port, so no port picked
+        # here can be taken meanwhile by the other tests' servers.
+        "--standalone",
         "--nnodes=1",
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
         "-m",
         "stgraph",
         "fit",
@@ -53,8 +47,8 @@ def test_two_process_training_logs_one_run(tmp_path):
         "--set",
         "tracking.plot_nodes=0",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback only
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     summaries = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1  # only rank 0 reports
