@@ -77,20 +77,6 @@ RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
         "select_on": "val_mape",
         "seed": 100,
     },
-    "gram-ode-faithful": {
-        "loss": "huber",
-        "optimizer": "adamw",
-        "lr": 2e-4,
-        "weight_decay": 0.01,
-        "scheduler": "multistep",
-        "scheduler_params": {"milestones": [15, 50, 105, 145], "gamma": 0.13},
-        "batch_size": 64,
-        "epochs": 200,
-        "patience": 30,
-        "select_on": "val_mape",
-        "seed": 100,
-        "normalization": "per_split (see per_split_scalers)",
-    },
     # Official STGODE: AdamW 2e-3, StepLR(50, 0.5), batch 16, 200 epochs, best val RMSE.
     "stgode": {
         "loss": "mae",
@@ -104,6 +90,10 @@ RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
         "select_on": "val_rmse",
         "seed": 2,
     },
+}
+RECOMMENDED_TRAINING["gram-ode-faithful"] = {
+    **RECOMMENDED_TRAINING["gram-ode"],
+    "normalization": "per_split (see per_split_scalers)",
 }
 
 

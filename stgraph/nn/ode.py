@@ -148,24 +148,33 @@ class NodeAttention(nn.Module):
 
 
 # ----------------------------------------------------------------------------- vector fields
-class GlobalODEFunc(nn.Module):
+class _GraphODEFunc(nn.Module):
+    """What every vector field here shares: a learnable per-node diffusion rate ``alpha``
+    (``p = sigmoid(alpha) / 2``), and the operator and initial state set by `prepare` before
+    each solve (the ``+ x0`` restart term)."""
+
+    def __init__(self, alpha_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(0.8 * torch.ones(alpha_shape))
+        self._adj: torch.Tensor | None = None
+        self._x0: torch.Tensor | None = None
+
+    def prepare(self, adj: torch.Tensor, x0: torch.Tensor) -> None:
+        self._adj, self._x0 = adj, x0.detach()
+
+
+class GlobalODEFunc(_GraphODEFunc):
     """GRAM-ODE's global node ODE on ``[B, N, T, C]`` (see the module docstring).
 
     Call `prepare` with the operator ``A + M`` and the initial state before solving.
     """
 
     def __init__(self, num_nodes: int, channels: int, gate: TemporalGate, beta: float) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(0.8 * torch.ones(num_nodes))
+        super().__init__((num_nodes,))
         self.w = nn.Parameter(torch.eye(channels))
         self.d = nn.Parameter(torch.ones(channels))
         self.beta = beta
         self._gate = (gate,)  # shared with the edge ODE: held, not registered twice
-        self._adj: torch.Tensor | None = None
-        self._x0: torch.Tensor | None = None
-
-    def prepare(self, adj: torch.Tensor, x0: torch.Tensor) -> None:
-        self._adj, self._x0 = adj, x0.detach()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(self.alpha)[:, None, None] / 2
@@ -174,7 +183,7 @@ class GlobalODEFunc(nn.Module):
         return spread - h + self._gate[0].nodes(h) - h + mixed - h + self._x0
 
 
-class LocalODEFunc(nn.Module):
+class LocalODEFunc(_GraphODEFunc):
     """GRAM-ODE's ``K`` local node ODEs, solved together on ``[B, K, N, C]``.
 
     Each token ``k`` has its own ``alpha_k`` (per node), ``W_k`` and ``d_k``; the scalar gate pair
@@ -182,17 +191,11 @@ class LocalODEFunc(nn.Module):
     """
 
     def __init__(self, tokens: int, num_nodes: int, channels: int, beta: float) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(0.8 * torch.ones(tokens, num_nodes))
+        super().__init__((tokens, num_nodes))
         self.w = nn.Parameter(torch.eye(channels).repeat(tokens, 1, 1))
         self.d = nn.Parameter(torch.ones(tokens, channels))
         self.gate = nn.Parameter(torch.randn(2))
         self.beta = beta
-        self._adj: torch.Tensor | None = None
-        self._x0: torch.Tensor | None = None
-
-    def prepare(self, adj: torch.Tensor, x0: torch.Tensor) -> None:
-        self._adj, self._x0 = adj, x0.detach()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(self.alpha)[None, :, :, None] / 2
@@ -202,18 +205,12 @@ class LocalODEFunc(nn.Module):
         return spread - h + gated - h + mixed - h + self._x0
 
 
-class EdgeODEFunc(nn.Module):
+class EdgeODEFunc(_GraphODEFunc):
     """GRAM-ODE's edge ODE on the dense state ``[B, N, N, T]``."""
 
     def __init__(self, num_nodes: int, gate: TemporalGate) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(0.8 * torch.ones(num_nodes))
+        super().__init__((num_nodes,))
         self._gate = (gate,)
-        self._adj: torch.Tensor | None = None
-        self._x0: torch.Tensor | None = None
-
-    def prepare(self, adj: torch.Tensor, x0: torch.Tensor) -> None:
-        self._adj, self._x0 = adj, x0.detach()
 
     def forward(self, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(self.alpha)[:, None, None] / 2
@@ -243,22 +240,16 @@ class EdgeODEFunc(nn.Module):
         return out if bias is None else out + bias
 
 
-class STGODEFunc(nn.Module):
+class STGODEFunc(_GraphODEFunc):
     """STGODE's vector field (commit e5e7bfc, without the beta correction):
     ``f = p A H - H + H W - H + (H over time) W2 - H + H0``."""
 
     def __init__(self, num_nodes: int, channels: int, steps: int) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(0.8 * torch.ones(num_nodes))
+        super().__init__((num_nodes,))
         self.w = nn.Parameter(torch.eye(channels))
         self.d = nn.Parameter(torch.ones(channels))
         self.w2 = nn.Parameter(torch.eye(steps))
         self.d2 = nn.Parameter(torch.ones(steps))
-        self._adj: torch.Tensor | None = None
-        self._x0: torch.Tensor | None = None
-
-    def prepare(self, adj: torch.Tensor, x0: torch.Tensor) -> None:
-        self._adj, self._x0 = adj, x0.detach()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(self.alpha)[:, None, None] / 2
