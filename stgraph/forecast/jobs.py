@@ -36,6 +36,7 @@ from stgraph.forecast.run import (
     load_history,
     output_complete,
     output_format,
+    parse_timestamp,
     read_output,
     resolve_model,
     write_forecast,
@@ -155,26 +156,12 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
     return result
 
 
-def _tick(value: str | None, history, what: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise InputError(f"{what} '{value}' is not a timestamp.") from None
-    tz = pd.DatetimeIndex(history.wide.index).tz
-    if tz is not None and stamp.tz is None:
-        stamp = stamp.tz_localize(tz)
-    return stamp
-
-
 def run_job(name: str, as_of: str | None = None, force: bool = False) -> dict[str, Any]:
     """One tick: ``as_of`` (default: the last timestamp of the input)."""
     spec = load_job(name)
     model, history = _open(spec)
-    stamp = _tick(as_of, history, "--as-of")
-    if stamp is None:
-        stamp = pd.DatetimeIndex(history.wide.index)[-1]
+    last = pd.DatetimeIndex(history.wide.index)[-1]
+    stamp = last if as_of is None else parse_timestamp(as_of, history, "--as-of")
     return _ticks(model, history, [stamp], spec, force)
 
 
@@ -182,7 +169,8 @@ def backfill_job(name: str, start: str, end: str, force: bool = False) -> dict[s
     """Every tick from ``start`` to ``end`` (both included) at the job's frequency."""
     spec = load_job(name)
     model, history = _open(spec)
-    first, last = _tick(start, history, "--start"), _tick(end, history, "--end")
+    first = parse_timestamp(start, history, "--start")
+    last = parse_timestamp(end, history, "--end")
     if last < first:
         raise InputError(f"--end {end} is before --start {start}.")
     stamps = list(pd.date_range(first, last, freq=spec.frequency))

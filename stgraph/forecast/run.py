@@ -302,19 +302,27 @@ def _on_model_grid(wide: pd.DataFrame, forecaster: Forecaster, source: str) -> p
     return wide.reindex(grid)
 
 
+def parse_timestamp(value: str | pd.Timestamp, history: History, what: str) -> pd.Timestamp:
+    """``value`` as a timestamp comparable with the input's index: a naive one takes the input's
+    time zone; a zoned one against a naive input is an error (``what`` names the option)."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise InputError(f"{what} '{value}' is not a timestamp.") from None
+    tz = pd.DatetimeIndex(history.wide.index).tz
+    if stamp.tz is not None and tz is None:
+        raise InputError(f"{what} {value} has a time zone; the input's timestamps do not.")
+    if stamp.tz is None and tz is not None:
+        stamp = stamp.tz_localize(tz)
+    return stamp
+
+
 def _as_of(history: History, as_of: str | pd.Timestamp | None) -> pd.Timestamp:
     index = pd.DatetimeIndex(history.wide.index)
     last = index[-1]
     if as_of is None:
         return last
-    try:
-        stamp = pd.Timestamp(as_of)
-    except (ValueError, TypeError):
-        raise InputError(f"--as-of '{as_of}' is not a timestamp.") from None
-    if (stamp.tz is None) != (index.tz is None):
-        if index.tz is None:
-            raise InputError(f"--as-of {as_of} has a time zone; the input's timestamps do not.")
-        stamp = stamp.tz_localize(index.tz)
+    stamp = parse_timestamp(as_of, history, "--as-of")
     if stamp > last:
         raise InputError(f"{history.source} ends at {last}: no readings up to --as-of {stamp} yet.")
     if stamp >= index[0] and stamp not in index:

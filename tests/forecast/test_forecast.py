@@ -219,3 +219,25 @@ def test_two_concurrent_calls_one_writes_one_is_refused(toy, tmp_path, capsys, _
             first.wait()
     assert out.read_bytes() == reference.read_bytes()  # intact, and equal across processes
     assert sorted(os.listdir(out.parent)) == ["f.parquet"]  # lock and temporary file gone
+
+
+def test_zoned_as_of_against_a_naive_input_is_an_input_error():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from stgraph.errors import InputError
+    from stgraph.forecast.run import parse_timestamp
+
+    naive = SimpleNamespace(
+        wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h"))
+    )
+    assert parse_timestamp("2024-01-01 01:00", naive, "--as-of") == pd.Timestamp("2024-01-01 01:00")
+    with pytest.raises(InputError, match="--start 2024-01-01T01:00\\+01:00 has a time zone"):
+        parse_timestamp("2024-01-01T01:00+01:00", naive, "--start")
+    with pytest.raises(InputError, match="--end 'soon' is not a timestamp"):
+        parse_timestamp("soon", naive, "--end")
+    zoned = SimpleNamespace(
+        wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC"))
+    )
+    assert parse_timestamp("2024-01-01 01:00", zoned, "--as-of").tz is not None
