@@ -7,10 +7,11 @@ for every ``(b, t)``, and "temporal" attention is attention along the time axis 
 every ``(b, n)``. SDPA never materialises the ``[.., L, L]`` score tensor when a fused kernel
 applies, which keeps full attention over a few hundred nodes cheap in memory.
 
-Dropout here is `Dropout`, which on CPU draws one random byte per element instead of
-`torch.nn.functional.dropout`'s Bernoulli draw (about 3x cheaper on a 10M-element tensor; the
-drop probability is rounded to a multiple of 1/256, e.g. 0.1 -> 26/256 = 0.1016, and the kept
-values are scaled by the exact inverse keep rate so the expectation is unchanged).
+Dropout here is `Dropout`, which on CPU draws one random byte per element (eight at a time, as
+full-range int64 draws) and applies a float keep-mask, instead of
+`torch.nn.functional.dropout`'s Bernoulli draw and bool mask: about 10x cheaper on a
+10M-element tensor. The drop probability is rounded to a multiple of 1/256 (0.1 -> 26/256 =
+0.1016) and kept values are scaled by the exact inverse keep rate, so the expectation is unchanged.
 
 For large graphs the node axis can be restricted to a fixed neighbourhood: each node attends only
 to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and values are gathered into
@@ -19,6 +20,7 @@ to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and value
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -78,48 +80,40 @@ def neighbour_index(
     return torch.from_numpy(index), torch.from_numpy(valid)
 
 
+def _random_bytes(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Uniform random bytes of ``shape``, drawn 8 at a time as full-range int64 values (one
+    generator call per 8 bytes instead of per byte: about 4x cheaper than a uint8 ``random_``).
+
+    ``random_(-2**63, None)`` is the full 64-bit range; the default ``random_()`` range stops at
+    ``2**63 - 1``, which would leave the top byte of each draw in ``[0, 127]``."""
+    count = math.prod(shape)
+    words = torch.empty(-(-count // 8), dtype=torch.int64, device=device).random_(-(2**63), None)
+    return words.view(torch.uint8)[:count].view(shape)
+
+
+def _keep_scale(random_bytes: torch.Tensor, threshold: int, dtype: torch.dtype) -> torch.Tensor:
+    """``1 / keep_rate`` where ``byte >= threshold``, else 0, as a float mask. Built in float
+    arithmetic because CPU kernels on bool masks (``masked_fill``, ``where``, bool products) are
+    not vectorised: this is about 4x cheaper than a masked fill of the input."""
+    keep = random_bytes.to(dtype).ge_(threshold)
+    return keep.mul_(256.0 / (256 - threshold))
+
+
 class _ByteDropout(torch.autograd.Function):
-    """Dropout with a mask drawn from random bytes: drop where ``byte < threshold``."""
+    """Dropout with a mask drawn from random bytes: drop where ``byte < threshold``. Only the
+    bytes are saved for the backward pass (1 byte per element, not a 4-byte mask)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
-        drop = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() < threshold
-        scale = 256.0 / (256 - threshold)
-        ctx.scale = scale
-        ctx.save_for_backward(drop)
-        return x.mul(scale).masked_fill_(drop, 0.0)
+        random_bytes = _random_bytes(x.shape, x.device)
+        ctx.threshold = threshold
+        ctx.save_for_backward(random_bytes)
+        return x * _keep_scale(random_bytes, threshold, x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (drop,) = ctx.saved_tensors
-        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None
-
-
-class _ReluByteDropout(torch.autograd.Function):
-    """``dropout(relu(x))`` saving only the output: it is positive exactly where the gradient
-    flows (the next linear layer keeps the same tensor, so nothing extra is stored)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
-        drop = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() < threshold
-        drop |= x <= 0
-        out = x.mul(256.0 / (256 - threshold)).masked_fill_(drop, 0.0)
-        ctx.scale = 256.0 / (256 - threshold)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (out,) = ctx.saved_tensors
-        return grad.mul(ctx.scale).masked_fill_(out <= 0, 0.0), None
-
-
-def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``dropout(relu(x), p)``; on CPU in training one pass that stores only its output."""
-    threshold = round(p * 256)
-    if not training or x.device.type != "cpu" or threshold <= 0 or threshold >= 256:
-        return dropout(torch.relu(x), p, training)
-    return _ReluByteDropout.apply(x, threshold)
+        (random_bytes,) = ctx.saved_tensors
+        return grad * _keep_scale(random_bytes, ctx.threshold, grad.dtype), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -201,15 +195,18 @@ class MultiHeadAttention(nn.Module):
         """
         *lead, length, _ = x.shape
         h, d = self.num_heads, self.head_dim
-        qkv = self.in_proj(x.reshape(-1, length, self.dim)).view(-1, length, 3, h, d)
+        qkv = self.in_proj(x.reshape(-1, length, self.dim))  # [M, L, 3C]
         p = self.dropout if self.training else 0.0
         if neighbours is None:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [M, h, L, d]
+            # Chunks, not a [3, ...] permute: SDPA returns its gradients laid out as [M, L, h, d],
+            # so each flows back to its chunk without a copy and the chunks join in one cat.
+            q, k, v = (part.unflatten(-1, (h, d)).transpose(1, 2) for part in qkv.chunk(3, -1))
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal
             )
             out = out.transpose(1, 2)  # [M, L, h, d]
         else:
+            qkv = qkv.view(-1, length, 3, h, d)
             out = _neighbour_attention(qkv, neighbours, neighbour_mask, p)
         return self.out_proj(out.reshape(*lead, length, self.dim))
 
@@ -258,7 +255,7 @@ class TransformerBlock(nn.Module):
         dim: channels C.
         num_heads: attention heads.
         ffn_dim: hidden width of the feed-forward net (default ``2 * dim``).
-        dropout: dropout on attention weights, attention output and FFN output.
+        dropout: dropout on the attention output and the FFN output.
         axis: the axis of the input attended along (channels are always last): ``-2`` is the
             node axis of ``[B, T, N, C]`` (spatial), ``-3`` its time axis (temporal).
         norm_first: pre-norm instead of post-norm.
@@ -289,10 +286,10 @@ class TransformerBlock(nn.Module):
         self.norm_first = norm_first
         attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.attention = MultiHeadAttention(dim, num_heads, attention_dropout)
+        # No dropout inside the FFN: as in BERT and the STTN release, only its output is dropped.
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.ReLU() if activation == "relu" else nn.GELU(),
-            Dropout(dropout),
             nn.Linear(ffn_dim, dim),
         )
         self.norm1 = nn.LayerNorm(dim)
@@ -323,13 +320,6 @@ class TransformerBlock(nn.Module):
         }
         if self.norm_first:
             x = x + self.drop1(self._attend(self.norm1(x), **kwargs))
-            return x + self.drop2(self._ffn(self.norm2(x)))
+            return x + self.drop2(self.ffn(self.norm2(x)))
         x = self.norm1(x + self.drop1(self._attend(x, **kwargs)))
-        return self.norm2(x + self.drop2(self._ffn(x)))
-
-    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        first, activation, drop, second = self.ffn
-        if isinstance(activation, nn.ReLU):
-            # ReLU and dropout fused: one pass, and one saved tensor instead of three.
-            return second(relu_dropout(first(x), drop.p, self.training))
-        return self.ffn(x)
+        return self.norm2(x + self.drop2(self.ffn(x)))

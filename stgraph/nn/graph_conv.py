@@ -145,9 +145,9 @@ class ChebConv(nn.Module):
         m, n, c = z.shape
         forward, backward = self._blocks
         step = max(1, _BLOCK_NNZ // max(1, forward.values.numel()))
+        # Slice only when chunking: a slice costs a zero-filled gradient buffer in the backward.
         outs = []
-        for start in range(0, m, step):
-            part = z[start : start + step]
+        for part in [z] if step >= m else z.split(step):
             count = part.shape[0]
             matrix = forward.get(count, z.device, z.dtype)
             transposed = backward.get(count, z.device, z.dtype)
@@ -167,7 +167,9 @@ class ChebConv(nn.Module):
         z = self._apply_operator(z_prev)
         yield z
         for _ in range(2, self.order):
-            z_prev, z = z, self._apply_operator(z).mul_(2.0).sub_(z_prev)
+            # Out of place first: an in-place update of the product (a view) would make the
+            # backward copy it through CopySlices.
+            z_prev, z = z, self._apply_operator(z).mul(2.0).sub_(z_prev)
             yield z
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
