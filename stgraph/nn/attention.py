@@ -21,6 +21,7 @@ to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and value
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import scipy.sparse as sp
 import torch
