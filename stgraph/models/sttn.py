@@ -24,7 +24,8 @@ from stgraph.config import option
 from stgraph.errors import InputError
 from stgraph.graphs.normalize import scaled_laplacian
 from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
-from stgraph.nn.attention import Dropout, TransformerBlock, neighbour_index
+from stgraph.nn.attention import TransformerBlock, neighbour_index
+from stgraph.nn.dropout import Dropout
 from stgraph.nn.encodings import (
     CalendarEmbedding,
     LaplacianEncoding,
@@ -69,7 +70,11 @@ class SttnConfig(ModelConfig):
     num_heads: int = option(2, "Attention heads (spatial and temporal).")
     ffn_dim: int = option(128, "Hidden width of the transformer feed-forward nets.")
     cheb_order: int = option(3, "Chebyshev terms K of the fixed-graph branch (0 disables it).")
-    dropout: float = option(0.1, "Dropout on attention outputs, feed-forward nets and the head.")
+    dropout: float = option(
+        0.0,
+        "Dropout on the attention and feed-forward outputs, the graph branch and the head "
+        "(0 as in LibCity's STTN; the TF release uses 0.1).",
+    )
     attention_dropout: float = option(
         0.0, "Dropout on attention weights (> 0 disables the fused attention kernel on CPU)."
     )

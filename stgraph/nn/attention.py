@@ -7,11 +7,7 @@ for every ``(b, t)``, and "temporal" attention is attention along the time axis 
 every ``(b, n)``. SDPA never materialises the ``[.., L, L]`` score tensor when a fused kernel
 applies, which keeps full attention over a few hundred nodes cheap in memory.
 
-Dropout here is `Dropout`, which on CPU draws one random byte per element (eight at a time, as
-full-range int64 draws) and applies a float keep-mask, instead of
-`torch.nn.functional.dropout`'s Bernoulli draw and bool mask: about 10x cheaper on a
-10M-element tensor. The drop probability is rounded to a multiple of 1/256 (0.1 -> 26/256 =
-0.1016) and kept values are scaled by the exact inverse keep rate, so the expectation is unchanged.
+Dropout is `stgraph.nn.dropout.Dropout` (a cheaper CPU mask than ``torch.nn.Dropout``).
 
 For large graphs the node axis can be restricted to a fixed neighbourhood: each node attends only
 to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and values are gathered into
@@ -19,8 +15,6 @@ to its ``k`` nearest nodes on the road graph (`neighbour_index`). Keys and value
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +24,7 @@ from scipy.sparse.csgraph import dijkstra
 from torch import nn
 
 from stgraph.graphs.graph import Graph
+from stgraph.nn.dropout import Dropout
 
 # Without autograd the restricted attention gathers keys/values for this many elements at most at
 # once (chunks over nodes), so inference on 8,000-node graphs stays within a few hundred MB.
@@ -79,72 +74,6 @@ def neighbour_index(
         index[rows] = order
         valid[rows] = np.isfinite(np.take_along_axis(dist, order, axis=1))
     return torch.from_numpy(index), torch.from_numpy(valid)
-
-
-def _random_bytes(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """Uniform random bytes of ``shape``, drawn 8 at a time as full-range int64 values (one
-    generator call per 8 bytes instead of per byte: about 4x cheaper than a uint8 ``random_``).
-
-    ``random_(-2**63, None)`` is the full 64-bit range; the default ``random_()`` range stops at
-    ``2**63 - 1``, which would leave the top byte of each draw in ``[0, 127]``."""
-    count = math.prod(shape)
-    words = torch.empty(-(-count // 8), dtype=torch.int64, device=device).random_(-(2**63), None)
-    return words.view(torch.uint8)[:count].view(shape)
-
-
-def _keep_scale(random_bytes: torch.Tensor, threshold: int, dtype: torch.dtype) -> torch.Tensor:
-    """``1 / keep_rate`` where ``byte >= threshold``, else 0, as a float mask. Built in float
-    arithmetic because CPU kernels on bool masks (``masked_fill``, ``where``, bool products) are
-    not vectorised: this is about 4x cheaper than a masked fill of the input."""
-    keep = random_bytes.to(dtype).ge_(threshold)
-    return keep.mul_(256.0 / (256 - threshold))
-
-
-class _ByteDropout(torch.autograd.Function):
-    """Dropout with a mask drawn from random bytes: drop where ``byte < threshold``. Only the
-    bytes are saved for the backward pass (1 byte per element, not a 4-byte mask)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
-        random_bytes = _random_bytes(x.shape, x.device)
-        ctx.threshold = threshold
-        ctx.save_for_backward(random_bytes)
-        return x * _keep_scale(random_bytes, threshold, x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (random_bytes,) = ctx.saved_tensors
-        return grad * _keep_scale(random_bytes, ctx.threshold, grad.dtype), None
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Inverted dropout; on CPU with one random byte per element (see the module docstring)."""
-    if not training or p <= 0.0:
-        return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p, training=True)
-    threshold = round(p * 256)
-    if threshold == 0:
-        return x
-    if threshold >= 256:
-        return torch.zeros_like(x)
-    return _ByteDropout.apply(x, threshold)
-
-
-class Dropout(nn.Module):
-    """`torch.nn.Dropout` with the cheaper CPU mask of `dropout` (no parameters or buffers)."""
-
-    def __init__(self, p: float = 0.1) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class MultiHeadAttention(nn.Module):

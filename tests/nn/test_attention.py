@@ -9,13 +9,8 @@ from torch import nn
 from stgraph.graphs.graph import Graph
 from stgraph.graphs.normalize import chebyshev_basis, scaled_laplacian
 from stgraph.nn import graph_conv
-from stgraph.nn.attention import (
-    Dropout,
-    MultiHeadAttention,
-    TransformerBlock,
-    dropout,
-    neighbour_index,
-)
+from stgraph.nn.attention import MultiHeadAttention, TransformerBlock, neighbour_index
+from stgraph.nn.dropout import Dropout, dropout
 from stgraph.nn.encodings import (
     CalendarEmbedding,
     LaplacianEncoding,

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from scipy.linalg import expm
 
 from stgraph.nn.ode import (
+    GlobalODEFunc,
     GramODEModule,
+    LocalODEFunc,
+    NodeAttention,
     STGODEBlockODE,
+    STGODEFunc,
     TemporalGate,
     mixing_weight,
+    pairwise_gated_mean,
     solve,
     stgode_operator,
 )
@@ -102,3 +109,72 @@ def test_stgode_ode_block():
     h = torch.randn(2, 5, 12, 4)
     out = block(h, stgode_operator(torch.ones(5, 5)))
     assert out.shape == h.shape and (out >= 0).all()
+
+
+def test_pairwise_gated_mean_equals_the_sum_over_ordered_pairs():
+    torch.manual_seed(4)
+    terms = [torch.randn(2, 3, 4, dtype=torch.float64) for _ in range(3)]
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    expected = sum(terms[i] * torch.sigmoid(terms[j]) for i, j in pairs) / len(pairs)
+    torch.testing.assert_close(pairwise_gated_mean(terms), expected)
+    two = terms[:2]
+    expected_two = (two[0] * torch.sigmoid(two[1]) + two[1] * torch.sigmoid(two[0])) / 2
+    torch.testing.assert_close(pairwise_gated_mean(two), expected_two)
+    with pytest.raises(ValueError):
+        pairwise_gated_mean(terms[:1])
+
+
+@pytest.mark.parametrize(("d_k", "d_v", "heads"), [(512, 256, 32), (384, 12, 12), (32, 64, 4)])
+def test_node_attention_with_unequal_key_and_value_widths_matches_softmax(d_k, d_v, heads):
+    torch.manual_seed(5)
+    layer = NodeAttention(40, d_k, d_v, heads)
+    x = torch.randn(3, 9, 40)
+
+    def split(t):
+        return t.view(3, 9, heads, -1).transpose(1, 2)
+
+    q, k, v = split(layer.q(x)), split(layer.k(x)), split(layer.v(x))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d_k // heads), dim=-1)
+    expected = (weights @ v).transpose(1, 2).reshape(3, 9, d_v)
+    torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_vector_fields_match_their_written_out_formulas():
+    torch.manual_seed(6)
+    b, n, t, c, k = 2, 5, 12, 3, 4
+    adj = torch.rand(n, n)
+    h, h0 = torch.randn(b, n, t, c), torch.randn(b, n, t, c)
+    with torch.no_grad():
+        gate = TemporalGate(t)
+        glob = GlobalODEFunc(n, c, gate, beta=0.6)
+        glob.alpha.normal_()
+        glob.w.normal_()
+        glob.prepare(adj, h0)
+        p = (torch.sigmoid(glob.alpha) / 2)[:, None, None]
+        spread = p * torch.einsum("nm,bmtc->bntc", adj, h)
+        mixed = h @ mixing_weight(glob.w, glob.d, 0.6)
+        expected = spread - h + gate.nodes(h) - h + mixed - h + h0
+        torch.testing.assert_close(glob(0, h), expected)
+
+        local = LocalODEFunc(k, n, c, beta=0.6)
+        local.alpha.normal_()
+        tokens, tokens0 = torch.randn(b, k, n, c), torch.randn(b, k, n, c)
+        local.prepare(adj, tokens0)
+        p = (torch.sigmoid(local.alpha) / 2)[None, :, :, None]
+        spread = p * torch.einsum("nm,bkmc->bknc", adj, tokens)
+        scalar = local.gate[0] * local.gate[1]
+        gated = torch.sigmoid(scalar * tokens.square().sum(2, keepdim=True)) * tokens
+        mixed = tokens @ mixing_weight(local.w, local.d, 0.6).unsqueeze(0)
+        expected = spread - tokens + gated - tokens + mixed - tokens + tokens0
+        torch.testing.assert_close(local(0, tokens), expected)
+
+        stgode = STGODEFunc(n, c, t)
+        stgode.alpha.normal_()
+        stgode.w2.normal_()
+        stgode.prepare(adj, h0)
+        p = (torch.sigmoid(stgode.alpha) / 2)[:, None, None]
+        spread = p * torch.einsum("nm,bmtc->bntc", adj, h)
+        mixed = h @ mixing_weight(stgode.w, stgode.d)
+        timed = torch.einsum("bntc,ts->bnsc", h, mixing_weight(stgode.w2, stgode.d2))
+        expected = spread - h + mixed - h + timed - h + h0
+        torch.testing.assert_close(stgode(0, h), expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stgraph.nn.temporal_conv import TemporalConvNet
+from stgraph.nn.temporal_conv import TemporalConvNet, causal_conv
 
 
 def _hand_set(tcn: TemporalConvNet) -> None:
@@ -51,3 +51,21 @@ def test_causal_and_shapes():
     x2 = x.clone()
     x2[:, :, 7:] += 10.0  # changing the future must not change the past
     torch.testing.assert_close(tcn(x2)[:, :, :7], y[:, :, :7])
+
+
+def test_causal_conv_equals_left_padded_conv1d_in_values_and_gradients():
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 12, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    for dilation in (1, 2, 4, 8):  # 8: the oldest tap falls before the window for every t
+        ours = causal_conv(x, weight, bias, dilation)
+        rows = x.reshape(6, 12, 5).transpose(1, 2)
+        padded = F.pad(rows, ((3 - 1) * dilation, 0))
+        ref = F.conv1d(padded, weight, bias, dilation=dilation).transpose(1, 2).reshape(2, 3, 12, 4)
+        torch.testing.assert_close(ours, ref)
+        grad = torch.randn_like(ref)
+        ours_grads = torch.autograd.grad(ours, (x, weight, bias), grad)
+        ref_grads = torch.autograd.grad(ref, (x, weight, bias), grad)
+        for a, b in zip(ours_grads, ref_grads):
+            torch.testing.assert_close(a, b)
