@@ -1,7 +1,8 @@
 """Speed and memory of STTN on CPU: prints a table, asserts nothing.
 
-Measures, for ``sttn`` (embed 64, 3 layers, 2 heads, batch 64, micro-batches of 2 as in
-``pipelines/los-loop.yaml``) and ``sttn-faithful`` (its preset: batch 50 in micro-batches of 10):
+Measures, for ``sttn`` (embed 64, 3 layers, 2 heads, batch 64, micro-batches of 2, dropout 0 as in
+``pipelines/los-loop.yaml``), the same with the TF release's dropout 0.1, and ``sttn-faithful``
+(its preset: batch 50 in micro-batches of 10):
 parameter count, seconds per training epoch on los-loop (207 nodes, 1,395 training windows
 12 -> 12; the real data when ``../shared/data/traffic/los-loop`` is present, random data of that
 shape otherwise), one pass over the test split, peak RSS, FLOPs of a training step and the
@@ -37,8 +38,13 @@ from stgraph.tasks.forecast import ForecastBatch
 
 LOS_LOOP = Path(__file__).resolve().parents[2] / "shared" / "data" / "traffic" / "los-loop"
 STTN = {"embed_dim": 64, "num_layers": 3, "num_heads": 2}
-# (model, params, batch size, micro-batch size): the los-loop pipeline and its faithful preset.
-VARIANTS = (("sttn", STTN, 64, 2), ("sttn-faithful", {}, 50, 10))
+# (label, model, params, batch size, micro-batch size): the los-loop pipeline (dropout 0, as in
+# LibCity's STTN), the same with the TF release's dropout 0.1, and the faithful preset.
+VARIANTS = (
+    ("sttn", "sttn", STTN, 64, 2),
+    ("sttn dropout 0.1", "sttn", {**STTN, "dropout": 0.1}, 64, 2),
+    ("sttn-faithful", "sttn-faithful", {}, 50, 10),
+)
 
 
 def peak_rss_mb() -> float:
@@ -192,34 +198,34 @@ def scenario_imports(threads: int, quick: bool, peak: float, extra: dict) -> lis
 
 def scenario_train(threads: int, quick: bool, peak: float, extra: dict) -> list:
     _setup(threads)
-    name, params, batch_size, micro = extra["variant"]
+    label, name, params, batch_size, micro = extra["variant"]
     params = {**params, **extra.get("override", {})}
     limit = 3 if quick else None
     task, graph, source = los_loop_task()
     ctx = ModelContext(207, 1, 1, 12, 12, 288, graph)
     model = build_model(name, params, ctx)
-    rows = [(f"{name}: los-loop data", source)]
-    rows.append((f"{name}: parameters", f"{count_parameters(model):,}"))
+    rows = [(f"{label}: los-loop data", source)]
+    rows.append((f"{label}: parameters", f"{count_parameters(model):,}"))
     flops = training_step_flops(model, random_batch(batch_size, 207), micro)
     seconds, steps = train_epoch(model, task, batch_size, micro, limit)
     per_step = seconds / steps
     full_steps = -(-1395 // batch_size)
-    label = f"s/epoch ({full_steps} batches of {batch_size}, micro {micro})"
-    label += " est. from 3 batches" if quick else ""
-    rows.append((f"{name}: train {label}", f"{per_step * full_steps:.1f}"))
-    rows.append((f"{name}: GFLOP per training step", f"{flops / 1e9:.1f}"))
+    span = f"s/epoch ({full_steps} batches of {batch_size}, micro {micro})"
+    span += " est. from 3 batches" if quick else ""
+    rows.append((f"{label}: train {span}", f"{per_step * full_steps:.1f}"))
+    rows.append((f"{label}: GFLOP per training step", f"{flops / 1e9:.1f}"))
     achieved = flops / per_step / 1e9
     rows.append(
-        (f"{name}: achieved GFLOP/s (share of matmul)", f"{achieved:.1f} ({achieved / peak:.0%})")
+        (f"{label}: achieved GFLOP/s (share of matmul)", f"{achieved:.1f} ({achieved / peak:.0%})")
     )
-    rows.append((f"{name}: test pass s (batch 8)", f"{test_pass(model, task, 8, limit):.1f}"))
-    rows.append((f"{name}: peak RSS of the process (MB)", f"{peak_rss_mb():.0f}"))
+    rows.append((f"{label}: test pass s (batch 8)", f"{test_pass(model, task, 8, limit):.1f}"))
+    rows.append((f"{label}: peak RSS of the process (MB)", f"{peak_rss_mb():.0f}"))
     return rows
 
 
 def scenario_bay(threads: int, quick: bool, peak: float, extra: dict) -> list:
     _setup(threads)
-    name, params = extra["variant"][:2]
+    _, name, params = extra["variant"][:3]
     bay = ModelContext(325, 1, 1, 12, 12, 288, random_graph(325))
     model = build_model(name, params, bay).eval()
     with torch.no_grad():
@@ -295,9 +301,9 @@ def main() -> None:
     show(run_isolated(scenario_imports, *common, {}))
     override = {"checkpoint": True} if args.checkpoint else {}
     for variant in VARIANTS:
-        extra = {"variant": variant, "override": override if variant[0] == "sttn" else {}}
+        extra = {"variant": variant, "override": override if variant[1] == "sttn" else {}}
         show(run_isolated(scenario_train, *common, extra))
-    for variant in VARIANTS:
+    for variant in (VARIANTS[0], VARIANTS[2]):
         show(run_isolated(scenario_bay, *common, {"variant": variant}))
     for n in (int(value) for value in large.split(",")):
         show(run_isolated(scenario_large, *common, {"nodes": n}))
