@@ -185,7 +185,8 @@ class TransformerBlock(nn.Module):
         dim: channels C.
         num_heads: attention heads.
         ffn_dim: hidden width of the feed-forward net (default ``2 * dim``).
-        dropout: dropout on the attention output and the FFN output.
+        dropout: dropout on the attention output and the FFN output (and on the attention
+            weights unless ``attention_dropout`` is given).
         axis: the axis of the input attended along (channels are always last): ``-2`` is the
             node axis of ``[B, T, N, C]`` (spatial), ``-3`` its time axis (temporal).
         norm_first: pre-norm instead of post-norm.
