@@ -11,8 +11,8 @@ GRAM-ODE): ``relu(net(y) + down(y) if down else y)`` parses as
 ``relu((net(y) + down(y)) if down else y)``, so a stack whose input and output widths agree
 returns ``ReLU(x)`` and its convolutions are never used.
 
-The convolutions run channels-last, as GEMMs on ``[B, N, T, C]``: one product with all ``k`` taps
-side by side, then the taps' outputs shifted along time and summed. ``Conv1d`` on
+The convolutions run channels-last, as GEMMs on ``[B, N, T, C]``: one product per kernel tap, the
+older taps' outputs shifted along time, then summed. ``Conv1d`` on
 ``[B * N, C, T]`` needs two transposes per stack and runs a 12-step convolution per row, which
 measured several times slower on CPU. The weights are ordinary ``Conv1d`` parameters.
 """
@@ -85,14 +85,30 @@ def causal_conv(
     """Causal dilated convolution over the time axis of ``[..., T, C_in]`` with a ``Conv1d``
     weight ``[C_out, C_in, k]``: ``out[t] = b + sum_j W[:, :, j] x[t - (k - 1 - j) d]``, with
     zeros before the first step (the same as left padding then ``F.conv1d``)."""
-    c_out, c_in, k = weight.shape
+    k = weight.shape[-1]
     steps = x.shape[-2]
-    # [C_in, k * C_out]: column block j is tap j.
-    taps = (x @ weight.permute(1, 2, 0).reshape(c_in, k * c_out)).unflatten(-1, (k, c_out))
-    out = taps[..., k - 1, :]
-    out = out + bias if bias is not None else out.contiguous()
+    out = F.linear(x, weight[:, :, k - 1], bias)
     for j in range(k - 1):
         shift = (k - 1 - j) * dilation
         if shift < steps:
-            out = out + F.pad(taps[..., : steps - shift, j, :], (0, 0, shift, 0))
+            out = out + _TimeShift.apply(F.linear(x, weight[:, :, j]), shift)
     return out
+
+
+class _TimeShift(torch.autograd.Function):
+    """``y[..., t, :] = x[..., t - s, :]``, zeros for ``t < s`` (time is axis -2).
+
+    Written as one concatenation each way: slicing then padding would zero-fill a full-size
+    gradient buffer in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shift: int) -> torch.Tensor:
+        ctx.shift = shift
+        zeros = x.new_zeros(*x.shape[:-2], shift, x.shape[-1])
+        return torch.cat([zeros, x[..., : x.shape[-2] - shift, :]], dim=-2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        shift = ctx.shift
+        zeros = grad.new_zeros(*grad.shape[:-2], shift, grad.shape[-1])
+        return torch.cat([grad[..., shift:, :], zeros], dim=-2), None
