@@ -32,7 +32,8 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
     - ``dtw_faithful=False``: the DTW graph uses the training steps only and links the most
       similar pairs (the paper's definition), not pairs near the mean DTW distance from all days.
     - Normalisation: the task's train-only scaler. The official per-split scaling (test inputs
-      scaled with test statistics) is `per_split_scalers`, for parity runs only.
+      scaled with test statistics) is ``data.normalization: per_split``, which the
+      ``gram-ode-faithful`` preset of the PEMS pipelines switches on (parity runs only).
     - The edge ODE is computed in closed form for the one-Euler-step grid (exact, no
       ``[B, N, N, T]`` tensor); other solvers use the dense state.
     - DTW is exact inside a Sakoe-Chiba band of radius 6 instead of ``fastdtw(radius=6)``.
@@ -55,7 +56,6 @@ from torch.utils.checkpoint import (
 )
 
 from stgraph.config import option
-from stgraph.data.scaler import StandardScaler
 from stgraph.graphs.ode_graphs import dtw_graph_from_series
 from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
 from stgraph.nn.ode import GramODEModule, NodeAttention, STGODEBlockODE, stgode_operator
@@ -93,7 +93,7 @@ RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
 }
 RECOMMENDED_TRAINING["gram-ode-faithful"] = {
     **RECOMMENDED_TRAINING["gram-ode"],
-    "normalization": "per_split (see per_split_scalers)",
+    "normalization": "per_split (data.normalization; stgraph.data.scaler.per_split_scalers)",
 }
 
 
@@ -378,39 +378,3 @@ class STGODE(_ODEForecaster):
         b, n = pooled.shape[:2]
         y = self.head(pooled.reshape(b, n, -1))
         return y.view(b, n, self.context.horizon, -1).transpose(1, 2)
-
-
-# ----------------------------------------------------------------------------- legacy scaling
-def per_split_scalers(
-    series: Any, splits: Any, window: int, horizon: int = 12, channel: int = -1
-) -> dict[str, StandardScaler]:
-    """GRAM-ODE's official normalisation, for parity runs only: one scalar mean and std per split.
-
-    Officially each split's windows are z-scored with statistics of that split's own windowed
-    *last* channel (``[..., -1]``: speed for 3-channel PEMS04/08), every channel with the same
-    scalar, and outputs de-normalised with them: test inputs use test statistics, which leaks the
-    test scale into evaluation. Here the statistics are those of the input windows (steps
-    ``anchor - window + 1 .. anchor``, overlaps counted as the official windowing does) of each
-    split, observed entries only.
-
-    Returns:
-        ``{"train": scaler, "val": scaler, "test": scaler}``, each with the same scalar in every
-        channel. The lead wires the right one into each split's batches.
-    """
-    values = series.values[..., channel].astype(np.float64)
-    mask = series.mask[..., channel]
-    num_channels = series.num_channels
-    offsets = np.arange(-window + 1, 1)
-    scalers = {}
-    for name in ("train", "val", "test"):
-        rows = (splits[name][:, None] + offsets).ravel()
-        counts = np.bincount(rows, minlength=series.num_steps)  # times each step is windowed
-        weight = counts[:, None] * mask
-        total = weight.sum()
-        mean = (values * weight).sum() / max(total, 1)
-        var = (np.square(values - mean) * weight).sum() / max(total, 1)
-        std = float(np.sqrt(var)) or 1.0
-        scalers[name] = StandardScaler(
-            np.full(num_channels, mean, np.float32), np.full(num_channels, std, np.float32)
-        )
-    return scalers

@@ -6,7 +6,7 @@ inverse-scales predictions and scores them in the data's own units against the o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -80,6 +80,7 @@ class ForecastTask:
         loss: str = "mae",
         report_steps: tuple[int, ...] = (3, 6, 12),
         scaler: StandardScaler | None = None,
+        split_scalers: Mapping[str, StandardScaler] | None = None,
     ) -> None:
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -98,8 +99,12 @@ class ForecastTask:
         # Shared, uncopied views: from_numpy keeps the memory of the series arrays.
         self._values = torch.from_numpy(series.values)
         self._mask = torch.from_numpy(series.mask)
-        self._mean = torch.as_tensor(self.scaler.mean)
-        self._std = torch.as_tensor(self.scaler.std)
+        # Parity runs only (GRAM-ODE's official code): each split scaled with its own statistics.
+        self.split_scalers = dict(split_scalers or {})
+        self._stats = {
+            name: (torch.as_tensor(sc.mean), torch.as_tensor(sc.std))
+            for name, sc in {None: self.scaler, **self.split_scalers}.items()
+        }
         tod, dow = calendar_features(series.timestamps)
         self._tod = torch.from_numpy(tod)
         self._dow = torch.from_numpy(dow)
@@ -107,15 +112,21 @@ class ForecastTask:
         self._target_offsets = torch.arange(1, horizon + 1)
 
     # ------------------------------------------------------------------ batches
-    def batch(self, anchors: torch.Tensor | np.ndarray) -> ForecastBatch:
-        """Gather the windows ending at ``anchors`` (one fancy-index per tensor, no loop)."""
+    def scaler_for(self, split: str | None = None) -> StandardScaler:
+        """The scaler of ``split``: the training scaler unless ``split_scalers`` has one."""
+        return self.split_scalers.get(split, self.scaler)
+
+    def batch(self, anchors: torch.Tensor | np.ndarray, split: str | None = None) -> ForecastBatch:
+        """Gather the windows ending at ``anchors`` (one fancy-index per tensor, no loop),
+        scaled with ``split``'s scaler (`scaler_for`)."""
         anchors = torch.as_tensor(anchors, dtype=torch.long)
         inputs = anchors[:, None] + self._input_offsets
         targets = anchors[:, None] + self._target_offsets
         x_mask = self._mask[inputs]
         # In place on the gathered copy: one batch-sized tensor instead of three.
         x = self._values[inputs]
-        x.sub_(self._mean).div_(self._std).masked_fill_(~x_mask, 0.0)
+        mean, std = self._stats.get(split, self._stats[None])
+        x.sub_(mean).div_(std).masked_fill_(~x_mask, 0.0)
         k = self.num_targets
         return ForecastBatch(
             x=x,
@@ -152,7 +163,7 @@ class ForecastTask:
         for number, start in enumerate(range(0, len(anchors), batch_size)):
             if limit is not None and number >= limit:
                 return
-            yield self.batch(anchors[start : start + batch_size])
+            yield self.batch(anchors[start : start + batch_size], split)
 
     def num_batches(self, split: str, batch_size: int, world_size: int = 1) -> int:
         per_rank = (
@@ -161,9 +172,9 @@ class ForecastTask:
         return -(-per_rank // batch_size)
 
     # ------------------------------------------------------------------ scoring
-    def predict(self, output: torch.Tensor) -> torch.Tensor:
-        """Model output (scaled) -> forecast in the data's units."""
-        return self.scaler.inverse(output, slice(0, self.num_targets))
+    def predict(self, output: torch.Tensor, split: str | None = None) -> torch.Tensor:
+        """Model output (scaled) -> forecast in the data's units, with ``split``'s scaler."""
+        return self.scaler_for(split).inverse(output, slice(0, self.num_targets))
 
     def loss(
         self, output: torch.Tensor, batch: ForecastBatch, normalizer: torch.Tensor | None = None
@@ -176,7 +187,7 @@ class ForecastTask:
         the whole batch's count, so their gradients add up to the full batch's exactly.
         """
         steps = output.shape[1]
-        prediction = self.predict(output)
+        prediction = self.predict(output, "train")
         target, mask = batch.y[:, :steps], batch.y_mask[:, :steps]
         if self.loss_name == "mae":
             elementwise = (prediction - target).abs()

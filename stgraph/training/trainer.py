@@ -207,7 +207,7 @@ class Trainer:
             batch = batch.to(self.device)
             with self._autocast():
                 output = self.model(batch)
-            prediction = self.task.predict(output.float())
+            prediction = self.task.predict(output.float(), split)
             metrics.update(prediction, batch.y, batch.y_mask)
             if collect:
                 outputs.append(prediction.cpu())

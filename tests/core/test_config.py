@@ -2,7 +2,7 @@ import pytest
 
 from stgraph.config import from_dict, parse_assignment, set_path
 from stgraph.errors import InputError
-from stgraph.pipeline import FitConfig, resolve_config
+from stgraph.pipeline import FitConfig, prepare, resolve_config
 
 
 def test_unknown_key_is_an_error_with_a_suggestion():
@@ -50,3 +50,19 @@ def test_pipelines_extend_a_shared_recipe_and_presets_apply_per_model():
     stgode = resolve_config("pems08", model="stgode")
     assert stgode.data.loss == "mae" and stgode.train.batch_size == 16
     assert stgode.train.scheduler == "step"
+    assert config.data.normalization == "train"
+    faithful = resolve_config("pems08", model="gram-ode-faithful")
+    assert faithful.data.normalization == "per_split"
+
+
+def test_unknown_normalization_is_an_error_before_any_data_is_read():
+    with pytest.raises(InputError, match="data.normalization must be 'train' or 'per_split'"):
+        resolve_config("simulator", assignments=["data.normalization=global"])
+
+
+def test_per_split_normalization_reaches_the_task():
+    config = resolve_config("simulator", assignments=["data.normalization=per_split"])
+    task = prepare(config).task
+    assert sorted(task.split_scalers) == ["test", "train", "val"]
+    assert task.scaler_for("test") is task.split_scalers["test"]
+    assert prepare(resolve_config("simulator")).task.split_scalers == {}

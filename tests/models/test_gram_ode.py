@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from stgraph.data.scaler import per_split_scalers
 from stgraph.data.series import Series
 from stgraph.data.windows import split_samples
 from stgraph.graphs.graph import Graph
 from stgraph.models.base import ModelContext, build_model
-from stgraph.models.gram_ode import RECOMMENDED_TRAINING, per_split_scalers
+from stgraph.models.gram_ode import RECOMMENDED_TRAINING
 from stgraph.tasks.forecast import ForecastTask
 
 N, W, H = 6, 12, 12
@@ -132,6 +133,35 @@ def test_held_out_values_change_neither_graph_nor_scaler_of_clean_model():
     assert not np.allclose(legacy["test"].mean, legacy_other["test"].mean)
     rows = (task.splits.test[:, None] + np.arange(-W + 1, 1)).ravel()
     np.testing.assert_allclose(legacy["test"].mean[0], base[rows, :, 0].mean(), rtol=1e-5)
+
+
+def test_per_split_normalization_scales_and_restores_each_split_with_its_own_statistics():
+    values = _values()
+    values[-30:] += 25.0  # a level shift late in the series: test statistics differ from train's
+    plain = _task(values)
+    scalers = per_split_scalers(plain.series, plain.splits, W)
+    task = ForecastTask(plain.series, plain.graph, plain.splits, W, H, split_scalers=scalers)
+    anchors = task.splits.test[:2]
+    test_mean, test_std = float(scalers["test"].mean[0]), float(scalers["test"].std[0])
+    batch = next(task.batches("test", 2))
+    raw = torch.from_numpy(values[anchors[:, None] + np.arange(-W + 1, 1)])
+    torch.testing.assert_close(batch.x, (raw - test_mean) / test_std)
+    # Training batches and the loss use the training statistics, evaluation the split's own.
+    train_batch = next(task.batches("train", 2))
+    train_mean, train_std = float(scalers["train"].mean[0]), float(scalers["train"].std[0])
+    train_anchors = task.splits.train[:2]
+    raw = torch.from_numpy(values[train_anchors[:, None] + np.arange(-W + 1, 1)])
+    torch.testing.assert_close(train_batch.x, (raw - train_mean) / train_std)
+    assert test_mean - train_mean > 10
+    output = torch.zeros(2, H, N, 1)
+    torch.testing.assert_close(task.predict(output, "test"), torch.full_like(output, test_mean))
+    torch.testing.assert_close(task.predict(output, "train"), torch.full_like(output, train_mean))
+    # Without a split (production forecasts) the train-only scaler applies.
+    clean_mean = float(plain.scaler.mean[0])
+    torch.testing.assert_close(task.predict(output), torch.full_like(output, clean_mean))
+    target = train_batch.y
+    expected = (train_mean - target).abs().mean()
+    torch.testing.assert_close(task.loss(output, train_batch), expected.float())
 
 
 def test_unfitted_model_warns_and_falls_back():
