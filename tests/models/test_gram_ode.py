@@ -19,16 +19,6 @@ from stgraph.models.gram_ode import RECOMMENDED_TRAINING
 from stgraph.tasks.forecast import ForecastTask
 
 N, W, H = 6, 12, 12
-SMALL = {
-    "hidden": 8,
-    "tcn_widths": [8, 4, 8],
-    "local_heads": 2,
-    "local_dk": 8,
-    "out_dk": 24,
-    "spatial_branches": 1,
-    "semantic_branches": 1,
-    "dtw_k": 2,
-}
 SMALL_STGODE = {
     "hidden": 8,
     "tcn_widths": [8, 4, 8],
@@ -36,6 +26,7 @@ SMALL_STGODE = {
     "semantic_branches": 1,
     "dtw_k": 2,
 }
+SMALL = {**SMALL_STGODE, "local_heads": 2, "local_dk": 8, "out_dk": 24}
 
 
 def _series(values: np.ndarray) -> Series:
