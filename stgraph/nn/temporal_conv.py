@@ -13,8 +13,9 @@ returns ``ReLU(x)`` and its convolutions are never used.
 
 The convolutions run channels-last, as GEMMs on ``[B, N, T, C]``: one product per kernel tap, the
 older taps' outputs shifted along time, then summed. ``Conv1d`` on
-``[B * N, C, T]`` needs two transposes per stack and runs a 12-step convolution per row, which
-measured several times slower on CPU. The weights are ordinary ``Conv1d`` parameters.
+``[B * N, C, T]`` needs two transposes per stack and runs a 12-step convolution per row: a
+64-wide stack's forward and backward measured 1.25-1.4x slower that way on this project's CPU
+(``[2, 207, 12, 64]``, one thread). The weights are ordinary ``Conv1d`` parameters.
 """
 
 from __future__ import annotations
