@@ -32,8 +32,9 @@ Interpretation choices where the spec leaves the code's detail open (documented,
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +66,25 @@ def solve(
     rtol: float = 1e-3,
     atol: float = 1e-4,
 ) -> torch.Tensor:
-    """``odeint(func, y0, t)``: the states at every time of ``t`` (``[len(t), *y0.shape]``)."""
+    """``odeint(func, y0, t)``: the list of states at the times of ``t`` (``t[0]`` first).
+
+    Explicit Euler on the vector fields of this module (`_GraphODEFunc`) takes their own
+    `_GraphODEFunc.euler`: the same update ``y + dt f(y)`` as torchdiffeq's ``euler``, with the
+    field's ``- y`` terms and the step's ``+ y`` folded into small matrices once per solve
+    (tested against ``odeint``). The models take one to three such steps on tensors of a single
+    window, where torchdiffeq's per-call bookkeeping and the unfolded passes cost more than the
+    arithmetic.
+    """
     if odeint is None:
         raise ImportError("ODE models need torchdiffeq: pip install 'stgraph-forecast[ode]'")
     if method not in SOLVER_METHODS:
         raise ValueError(f"ODE method must be one of {SOLVER_METHODS}, got {method!r}")
+    if method == "euler" and not adjoint and isinstance(func, _GraphODEFunc):
+        return func.euler(y0, [float(v) for v in t])
     t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
     solver = odeint_adjoint if adjoint else odeint
     kwargs = {"rtol": rtol, "atol": atol} if method in ("dopri5", "bosh3", "adaptive_heun") else {}
-    return solver(func, y0, t, method=method, **kwargs)
+    return list(solver(func, y0, t, method=method, **kwargs).unbind(0))
 
 
 def mixing_weight(w: torch.Tensor, d: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
@@ -85,7 +96,7 @@ def mixing_weight(w: torch.Tensor, d: torch.Tensor, beta: float = 0.0) -> torch.
     return wp
 
 
-def _minus_identity(matrix: torch.Tensor, count: int) -> torch.Tensor:
+def _minus_identity(matrix: torch.Tensor, count: float) -> torch.Tensor:
     """``matrix - count * I`` over the last two axes. The vector fields subtract the state once
     per term (``... - H + H W - H ...``); folding those into a small mixing matrix saves full-size
     passes over the state in the forward and the backward."""
@@ -115,12 +126,21 @@ class TemporalGate(nn.Module):
         self.w3 = nn.Parameter(torch.randn(steps, steps))
         self.w4 = nn.Parameter(torch.randn(steps, steps))
 
-    def nodes(self, h: torch.Tensor) -> torch.Tensor:
-        """``[B, N, T, C]``: per-channel ``T x T`` sigmoid gate applied along time."""
-        left = torch.einsum("bnsc,st->bntc", h, self.w3)
-        right = torch.einsum("bnsc,st->bntc", h, self.w4)
-        gate = torch.sigmoid(torch.einsum("bntc,bnsc->bcts", left, right))
-        return torch.einsum("bcts,bnsc->bntc", gate, h)
+    def nodes(self, h: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``[B, N, T, C]``: per-channel ``T x T`` sigmoid gate applied along time, times
+        ``scale``.
+
+        The gate ``sum_n (W3^T h_n)(W4^T h_n)^T`` equals ``W3^T (sum_n h_n h_n^T) W4``
+        (``h_n`` the ``T``-vector of node ``n`` in one channel), so the node sum runs once on
+        ``h`` and the ``T x T`` weights act on the small ``[B, C, T, T]`` moments: two batched
+        products on the large tensor instead of four einsums that each permute it.
+        """
+        by_channel = h.permute(0, 3, 2, 1).contiguous()  # [B, C, T, N], one copy for both uses
+        moments = by_channel @ by_channel.transpose(-1, -2)  # [B, C, T, T]
+        gate = torch.sigmoid(self.w3.t() @ moments @ self.w4)
+        if scale != 1.0:
+            gate = gate * scale
+        return (gate @ by_channel).permute(0, 3, 2, 1)
 
     def edge_matrix(self, e: torch.Tensor) -> torch.Tensor:
         """``[B, T, T]`` gate of a dense edge state ``[B, N, N, T]``."""
@@ -175,8 +195,9 @@ class NodeAttention(nn.Module):
 # ----------------------------------------------------------------------------- vector fields
 class _GraphODEFunc(nn.Module):
     """What every vector field here shares: a learnable per-node diffusion rate ``alpha``
-    (``p = sigmoid(alpha) / 2``), and the operator and initial state set by `prepare` before
-    each solve (the ``+ x0`` restart term)."""
+    (``p = sigmoid(alpha) / 2``), the operator and initial state set by `prepare` before each
+    solve (the ``+ x0`` restart term), and explicit Euler steps (`euler`). The fields are
+    autonomous: ``t`` is accepted for ``odeint`` and ignored."""
 
     def __init__(self, alpha_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -193,6 +214,32 @@ class _GraphODEFunc(nn.Module):
         rate = torch.sigmoid(self.alpha) / 2
         return rate.unsqueeze(-1) * self._adj
 
+    def euler(self, y0: torch.Tensor, grid: Sequence[float]) -> list[torch.Tensor]:
+        """Explicit Euler over ``grid``: ``y_{i+1} = y_i + dt_i f(y_i)``; the states at every
+        time of ``grid``. The step's small matrices are built once per distinct ``dt``."""
+        steppers: dict[float, Callable[[torch.Tensor], torch.Tensor]] = {}
+        states = [y0]
+        for start, end in itertools.pairwise(grid):
+            dt = end - start
+            if dt not in steppers:
+                steppers[dt] = self.stepper(dt)
+            states.append(steppers[dt](states[-1]))
+        return states
+
+    def stepper(self, dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The Euler map ``y -> y + dt f(y)``, with the field's terms folded into it."""
+        raise NotImplementedError
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The vector field, for ``odeint``: the unit Euler step less the state."""
+        return self.stepper(1.0)(y) - y
+
+
+def _spread(operator: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``sum_m operator[n, m] h[b, m, ...]`` as one product on the node axis (no permutes)."""
+    b, n = h.shape[:2]
+    return (operator @ h.reshape(b, n, -1)).view(h.shape)
+
 
 class GlobalODEFunc(_GraphODEFunc):
     """GRAM-ODE's global node ODE on ``[B, N, T, C]`` (see the module docstring).
@@ -207,14 +254,23 @@ class GlobalODEFunc(_GraphODEFunc):
         self.beta = beta
         self._gate = (gate,)  # shared with the edge ODE: held, not registered twice
 
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        spread = torch.einsum("nm,bmtc->bntc", self.rated_operator(), h)
-        mixed = h @ _minus_identity(mixing_weight(self.w, self.d, self.beta), 3)
-        return spread + self._gate[0].nodes(h) + mixed + self._x0
+    def stepper(self, dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        # y + dt f(y): dt scales the operator and the gate; "+ y" and the three "- y" fold
+        # into the channel mixing dt W~ + (1 - 3 dt) I.
+        operator = dt * self.rated_operator()
+        mix = _minus_identity(dt * mixing_weight(self.w, self.d, self.beta), 3 * dt - 1)
+        gate, x0 = self._gate[0], self._x0
+
+        def step(h: torch.Tensor) -> torch.Tensor:
+            out = _spread(operator, h) + gate.nodes(h, dt)
+            return torch.add(out + h @ mix, x0, alpha=dt)
+
+        return step
 
 
 class LocalODEFunc(_GraphODEFunc):
-    """GRAM-ODE's ``K`` local node ODEs, solved together on ``[B, K, N, C]``.
+    """GRAM-ODE's ``K`` local node ODEs, solved together on ``[B, N, K, C]`` (token ``k`` of
+    node ``n``: the layout the node attention produces, so no transposes).
 
     Each token ``k`` has its own ``alpha_k`` (per node), ``W_k`` and ``d_k``; the scalar gate pair
     ``(w3, w4)`` is shared by the tokens: ``TA(h) = sigmoid(w3 w4 sum_n h^2) h`` per channel.
@@ -227,11 +283,18 @@ class LocalODEFunc(_GraphODEFunc):
         self.gate = nn.Parameter(torch.randn(2))
         self.beta = beta
 
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        spread = torch.einsum("knm,bkmc->bknc", self.rated_operator(), h)
-        gated = torch.sigmoid(self.gate[0] * self.gate[1] * h.square().sum(2, keepdim=True)) * h
-        mixed = h @ _minus_identity(mixing_weight(self.w, self.d, self.beta), 3).unsqueeze(0)
-        return spread + gated + mixed + self._x0
+    def stepper(self, dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        rate = dt * (torch.sigmoid(self.alpha) / 2).t().unsqueeze(-1)  # [N, K, 1]
+        mix = _minus_identity(dt * mixing_weight(self.w, self.d, self.beta), 3 * dt - 1)
+        coupling = self.gate[0] * self.gate[1]
+        adj, x0 = self._adj, self._x0
+
+        def step(h: torch.Tensor) -> torch.Tensor:
+            gated = dt * torch.sigmoid(coupling * h.square().sum(1, keepdim=True))  # [B,1,K,C]
+            out = _spread(adj, h) * rate + gated * h
+            return torch.add(out + torch.einsum("bnkc,kcd->bnkd", h, mix), x0, alpha=dt)
+
+        return step
 
 
 class EdgeODEFunc(_GraphODEFunc):
@@ -241,10 +304,14 @@ class EdgeODEFunc(_GraphODEFunc):
         super().__init__((num_nodes,))
         self._gate = (gate,)
 
-    def forward(self, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        spread = torch.einsum("ik,bkjt->bijt", self.rated_operator(), e)
-        gated = e @ _minus_identity(self._gate[0].edge_matrix(e), 2).unsqueeze(1)
-        return spread + gated + self._x0
+    def stepper(self, dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        operator, x0 = dt * self.rated_operator(), self._x0
+
+        def step(e: torch.Tensor) -> torch.Tensor:
+            gate = _minus_identity(dt * self._gate[0].edge_matrix(e), 2 * dt - 1)  # [B, T, T]
+            return torch.add(_spread(operator, e) + e @ gate.unsqueeze(1), x0, alpha=dt)
+
+        return step
 
     def euler_step_factored(
         self, u: torch.Tensor, step: float, weight: torch.Tensor, bias: torch.Tensor | None
@@ -278,11 +345,18 @@ class STGODEFunc(_GraphODEFunc):
         self.w2 = nn.Parameter(torch.eye(steps))
         self.d2 = nn.Parameter(torch.ones(steps))
 
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        spread = torch.einsum("nm,bmtc->bntc", self.rated_operator(), h)
-        mixed = h @ _minus_identity(mixing_weight(self.w, self.d), 3)
-        timed = torch.einsum("bntc,ts->bnsc", h, mixing_weight(self.w2, self.d2))
-        return spread + mixed + timed + self._x0
+    def stepper(self, dt: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        # As GlobalODEFunc.stepper; the time mixing acts on the time axis: W2^T h.
+        operator = dt * self.rated_operator()
+        mix = _minus_identity(dt * mixing_weight(self.w, self.d), 3 * dt - 1)
+        timed = dt * mixing_weight(self.w2, self.d2).t()
+        x0 = self._x0
+
+        def step(h: torch.Tensor) -> torch.Tensor:
+            out = _spread(operator, h) + h @ mix + timed @ h
+            return torch.add(out, x0, alpha=dt)
+
+        return step
 
 
 class STGODEBlockODE(nn.Module):
@@ -403,10 +477,10 @@ class GramODEModule(nn.Module):
         glob = self._solve(self.global_func, h, self.t_global)[-1]
 
         summary = self.local_attention(h.reshape(b, n, t * c))  # [B, N, K*C]
-        tokens = summary.view(b, n, self.tokens, c).transpose(1, 2)  # [B, K, N, C]
+        tokens = summary.view(b, n, self.tokens, c)  # [B, N, K, C]
         self.local_func.prepare(adj, tokens)
-        states = self._solve(self.local_func, tokens, self.t_local)[1:]  # [S, B, K, N, C]
-        local = states.permute(1, 3, 2, 0, 4).reshape(b, n, t, c)  # time index = k * S + s
+        states = self._solve(self.local_func, tokens, self.t_local)[1:]  # S x [B, N, K, C]
+        local = torch.stack(states, dim=3).view(b, n, t, c)  # time index = k * S + s
 
         bound = F.softplus(self.clip_c) if self.clip == "softplus" else self.clip_c
         local = torch.clamp(local, glob - bound, glob + bound)  # the message filter
