@@ -8,8 +8,9 @@ Scenarios (each in a fresh subprocess, so its peak RSS is its own):
    64 windows of los-loop size (207 nodes; the real los-loop series when ``--data`` has it, else
    random inputs), official widths (16.9M parameters). Seconds per batch, extrapolated seconds
    per epoch (1,395 training windows = 22 batches), peak RSS, parameters, GFLOP per step
-   (``FlopCounterMode``) and achieved GFLOP/s against a measured 2048^3 matmul. Then the same
-   for simulated graphs of ``--nodes`` nodes (random inputs, random sparse graph).
+   (``FlopCounterMode``) and achieved GFLOP/s against a measured 2048^3 matmul, and the
+   epoch time those matmul FLOPs alone would take at that rate (the floor for these widths).
+   Then the same for simulated graphs of ``--nodes`` nodes (random inputs, random sparse graph).
 2. ``dtw``: the DTW matrix of 883 random daily profiles (288 points, band radius 6).
 3. ``edge``: GRAM-ODE's edge ODE alone, dense ``[B, N, N, T]`` state vs the exact factorized
    form, time and peak RSS.
@@ -140,6 +141,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - start)
     per_batch = min(times[1:]) if len(times) > 1 else times[0]
     num_batches = -(-WINDOWS_LOS_LOOP // args.batch_size)
+    peak = _matmul_gflops()
     return {
         "model": args.model,
         "nodes": n,
@@ -153,6 +155,10 @@ def scenario_train(args: argparse.Namespace) -> dict:
         "peak_rss_gb": round(_rss_gb(), 2),
         "gflop_per_step": round(flops / 1e9, 1) if flops else None,
         "achieved_gflops": round(flops / 1e9 / per_batch, 1) if flops else None,
+        "matmul_gflops": round(peak, 1),
+        # The step's matmul FLOPs alone at the 2048^3 matmul rate: no schedule of these
+        # operations on this machine trains an epoch faster.
+        "floor_s_per_epoch": round(flops / 1e9 / peak * num_batches, 1) if flops else None,
         "dtw_fit_s": round(fit_s, 2) if fit_s is not None else None,
     }
 

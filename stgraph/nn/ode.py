@@ -104,18 +104,26 @@ def _minus_identity(matrix: torch.Tensor, count: float) -> torch.Tensor:
     return matrix - count * eye
 
 
-def pairwise_gated_mean(terms: Sequence[torch.Tensor]) -> torch.Tensor:
-    """GRAM-ODE's aggregation ``mean over pairs i != j of u_i * sigmoid(u_j)``.
+def _total(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum(tensors)`` without Python's ``0 +`` first pass over a full-size tensor."""
+    return sum(tensors[1:], tensors[0])
+
+
+def pairwise_gated_mean(
+    terms: Sequence[torch.Tensor], weight: torch.Tensor | float = 1.0
+) -> torch.Tensor:
+    """GRAM-ODE's aggregation ``mean over pairs i != j of u_i * sigmoid(u_j)``, times ``weight``.
 
     Computed as ``((sum_i u_i)(sum_j s_j) - sum_i u_i s_i) / (K (K - 1))`` with
     ``s = sigmoid(u)``: one sigmoid per term instead of one per pair, and fewer full-size passes.
+    The mean's divisor and ``weight`` (a scalar) scale the result in one pass.
     """
     count = len(terms)
     if count < 2:
         raise ValueError("the aggregation needs at least two terms")
     gates = [torch.sigmoid(u) for u in terms]
-    total = sum(terms) * sum(gates) - sum(u * s for u, s in zip(terms, gates))
-    return total / (count * (count - 1))
+    total = _total(terms) * _total(gates) - _total([u * s for u, s in zip(terms, gates)])
+    return total * (weight / (count * (count - 1)))
 
 
 class TemporalGate(nn.Module):
@@ -488,6 +496,5 @@ class GramODEModule(nn.Module):
         terms = [self.lin_local(local), self.lin_global(glob)]
         if self.edge_mode != "off":
             terms.append(self.edge_features(h, adj))
-        z = pairwise_gated_mean(terms)
         w = self.update_w
-        return F.relu(w[0] * torch.sigmoid(self.lin_update(h)) + w[1] * z)
+        return F.relu(w[0] * torch.sigmoid(self.lin_update(h)) + pairwise_gated_mean(terms, w[1]))

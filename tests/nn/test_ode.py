@@ -119,6 +119,8 @@ def test_pairwise_gated_mean_equals_the_sum_over_ordered_pairs():
     pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
     expected = sum(terms[i] * torch.sigmoid(terms[j]) for i, j in pairs) / len(pairs)
     torch.testing.assert_close(pairwise_gated_mean(terms), expected)
+    weight = torch.tensor(-0.7, dtype=torch.float64)
+    torch.testing.assert_close(pairwise_gated_mean(terms, weight), -0.7 * expected)
     two = terms[:2]
     expected_two = (two[0] * torch.sigmoid(two[1]) + two[1] * torch.sigmoid(two[0])) / 2
     torch.testing.assert_close(pairwise_gated_mean(two), expected_two)
