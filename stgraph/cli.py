@@ -143,15 +143,14 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 def _config_of_run(run_id: str):
     import mlflow
-    import yaml
 
     from stgraph import pipeline
-    from stgraph.config import from_dict
+    from stgraph.config import from_dict, load_yaml
     from stgraph.tracking.store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:
-        data = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+        data = load_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
     except Exception:
         raise InputError(
             f"Run '{run_id}' has no config.yaml in the MLflow store {tracking_uri()}."

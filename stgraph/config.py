@@ -4,6 +4,7 @@ from YAML, pipelines and ``--set key=value``. Unknown keys are errors, never sil
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,23 @@ import yaml
 from stgraph.errors import InputError, did_you_mean
 
 C = TypeVar("C")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) reads ``1e-5``, with no dot, as a string; YAML 1.2 and users read a
+    number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads exponent-only floats (``1e-5``) as numbers."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
 
 
 def option(default: Any, help: str) -> Any:
@@ -65,7 +83,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         raise errors[0]
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.startswith("[") else value.split(",")
+            value = load_yaml(value) if value.startswith("[") else value.split(",")
         if not isinstance(value, list | tuple):
             raise InputError(f"Config key '{where}' must be a list, got {value!r}.")
         item = args[0] if args else Any
@@ -108,7 +126,7 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{what} {path}: not valid YAML ({exc}).") from None
     if not isinstance(data, dict):
@@ -137,7 +155,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise InputError(f"--set expects key=value, got '{text}'.")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = load_yaml(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

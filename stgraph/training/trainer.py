@@ -9,6 +9,7 @@ resumed with ``--resume`` finishes with the same result as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import sys
 import time
@@ -36,6 +37,25 @@ SCHEDULERS = {
     "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
 }
 CHECKPOINT = "checkpoint.pt"
+
+
+def _build_scheduler(name: str, optimizer: Any, params: dict[str, Any]) -> Any:
+    """The LR scheduler, its parameters checked now: torch reads most of them only at the first
+    ``step()``, after a whole epoch of training."""
+    scheduler = SCHEDULERS[name]
+    defaults = inspect.signature(scheduler).parameters
+    for key, value in params.items():
+        default = defaults[key].default if key in defaults else None
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError(
+                f"train.scheduler_params.{key} of the {name} scheduler must be a number, "
+                f"got {value!r}."
+            )
+    try:
+        return scheduler(optimizer, **params)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train.scheduler_params for the {name} scheduler: {exc}") from None
 
 
 @dataclass
@@ -117,8 +137,8 @@ class Trainer:
                 model.parameters(), lr=config.lr, weight_decay=config.weight_decay
             )
             if config.scheduler != "none":
-                self.scheduler = SCHEDULERS[config.scheduler](
-                    self.optimizer, **config.scheduler_params
+                self.scheduler = _build_scheduler(
+                    config.scheduler, self.optimizer, config.scheduler_params
                 )
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 

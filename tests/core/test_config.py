@@ -26,6 +26,13 @@ def test_set_assignment_parses_yaml_values():
     assert data == {"model": {"params": {"hidden": 32}}}
     with pytest.raises(InputError, match="key=value"):
         parse_assignment("oops")
+    # YAML 1.1 would read exponent-only floats as strings.
+    assert [parse_assignment(f"x={text}")[1] for text in ("1e-5", "-2E3", "1.5e-3")] == [
+        1e-5,
+        -2000.0,
+        1.5e-3,
+    ]
+    assert parse_assignment("x=1e")[1] == "1e" and parse_assignment("x=10")[1] == 10
 
 
 def test_resolve_layers_pipeline_then_set_then_flags():

@@ -67,6 +67,15 @@ def test_bad_settings_are_input_errors(tmp_path):
         Trainer(task, model, TrainConfig(batch_size=10_000), tmp_path)
     with pytest.raises(InputError, match="optimizer"):
         Trainer(task, model, TrainConfig(optimizer="sgdd"), tmp_path)
+    # Scheduler settings fail at construction, not at the first step after a whole epoch.
+    cosine = {"scheduler": "cosine", "epochs": 2}
+    bad = TrainConfig(**cosine, scheduler_params={"T_max": 2, "eta_min": "tiny"})
+    with pytest.raises(
+        InputError, match=r"scheduler_params.eta_min .*must be a number, got 'tiny'"
+    ):
+        Trainer(task, model, bad, tmp_path)
+    with pytest.raises(InputError, match="scheduler_params for the cosine scheduler.*T_maxx"):
+        Trainer(task, model, TrainConfig(**cosine, scheduler_params={"T_maxx": 2}), tmp_path)
 
 
 def test_micro_batches_give_the_full_batch_gradient(tmp_path):
