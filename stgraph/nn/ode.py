@@ -1,9 +1,10 @@
 """ODE blocks of STGODE (Fang et al., KDD 2021) and GRAM-ODE (Liu, Shojaee, Reddy, TMLR 2023).
 
-Hidden states are ``[B, N, T, C]`` (batch, nodes, time, channels). Every ODE is solved with
-``torchdiffeq.odeint`` (or ``odeint_adjoint``) over an explicit time grid: ``method="euler"`` on
-``[0, 1]`` is the single Euler step of size 1 that the official code takes; ``rk4`` and
-``dopri5`` solve the same vector field more accurately.
+Hidden states are ``[B, N, T, C]`` (batch, nodes, time, channels). Every ODE is solved over an
+explicit time grid by `solve`: ``method="euler"`` on ``[0, 1]`` is the single Euler step of size
+1 that the official code takes, computed by the field's own folded Euler map (equal to
+torchdiffeq's ``euler``, tested); ``rk4``, ``dopri5`` and the adjoint run through
+``torchdiffeq.odeint`` / ``odeint_adjoint`` on the same vector field.
 
 GRAM-ODE's multi-ODE module (`GramODEModule`) holds, per the official ``odegcn.py``:
 - a learnable mask ``M`` (``[N, N]``) added to the graph operator, and a temporal gate ``TA``
