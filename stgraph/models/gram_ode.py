@@ -37,6 +37,11 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
     - The edge ODE is computed in closed form for the one-Euler-step grid (exact, no
       ``[B, N, N, T]`` tensor); other solvers use the dense state.
     - DTW is exact inside a Sakoe-Chiba band of radius 6 instead of ``fastdtw(radius=6)``.
+    - ``last_value_skip=True``: each node's last observed value is added to every horizon, so
+      the network learns the change from persistence. The official output is an attention-
+      weighted mean over nodes only; it starts by forecasting every node at the network's mean
+      and needs many epochs to sharpen (on los-loop, a reduced-width GRAM-ODE stood at
+      validation mae_avg12 6.5 after 3 epochs without the skip, 3.8 with it).
 """
 
 from __future__ import annotations
@@ -122,6 +127,9 @@ class ODEBackboneConfig(ModelConfig):
     dtw_k: int = option(6, "neighbours per node for the topk rule")
     dtw_quantile: float = option(0.02, "quantile of pairs linked by the quantile rule")
     dtw_radius: int = option(6, "Sakoe-Chiba band radius of the DTW (steps)")
+    last_value_skip: bool = option(
+        False, "add the last observed target value to every horizon (the net learns the change)"
+    )
 
 
 @dataclass
@@ -140,6 +148,9 @@ class GramODEConfig(ODEBackboneConfig):
     )
     clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
     mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
+    last_value_skip: bool = option(
+        True, "add the last observed target value to every horizon (the net learns the change)"
+    )
 
 
 @dataclass
@@ -148,6 +159,9 @@ class GramODEFaithfulConfig(GramODEConfig):
     clip: str = option("raw", "message-filter bound: softplus(c) or raw c (official)")
     mask_init: str = option("randn", "init of the learnable N x N mask: zeros or randn (official)")
     dtw_faithful: bool = option(True, "DTW graph from all days, linking pairs near the mean")
+    last_value_skip: bool = option(
+        False, "add the last observed target value to every horizon (the net learns the change)"
+    )
 
 
 @dataclass
@@ -243,6 +257,13 @@ class _ODEForecaster(ForecastModel):
             return self.spatial_operator, self.spatial_operator
         return self.spatial_operator, self.semantic_operator
 
+    def _skip(self, batch: Any, y: torch.Tensor) -> torch.Tensor:
+        """``y`` plus, with ``last_value_skip``, each node's last input of the target channels
+        (inputs and outputs share the task's scaling, and the targets are the first channels)."""
+        if not self.config.last_value_skip:
+            return y
+        return y + batch.x[:, -1:, :, : y.shape[-1]]
+
     def _run_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         spatial, semantic = self._operators()
         h = x.permute(0, 2, 1, 3)  # [B, W, N, F] -> [B, N, W, F]
@@ -326,7 +347,7 @@ class GramODE(_ODEForecaster):
         stacked = torch.stack(outs, dim=-1).reshape(b, n, -1)  # [B, N, W * C * branches]
         y = self.head(stacked)  # [B, N, H * F_out]
         h = self.context.horizon
-        return y.view(b, n, h, -1).transpose(1, 2)  # [B, H, N, F_out]
+        return self._skip(batch, y.view(b, n, h, -1).transpose(1, 2))  # [B, H, N, F_out]
 
 
 @MODELS.register("gram-ode-faithful")
@@ -377,4 +398,4 @@ class STGODE(_ODEForecaster):
         pooled = torch.stack(self._run_branches(batch.x), dim=0).amax(0)  # [B, N, W, C]
         b, n = pooled.shape[:2]
         y = self.head(pooled.reshape(b, n, -1))
-        return y.view(b, n, self.context.horizon, -1).transpose(1, 2)
+        return self._skip(batch, y.view(b, n, self.context.horizon, -1).transpose(1, 2))

@@ -95,8 +95,28 @@ def test_faithful_switches_are_on():
     model = build_model("gram-ode-faithful", SMALL, _context(task))
     c = model.config
     assert c.tcn_bug and c.clip == "raw" and c.mask_init == "randn" and c.dtw_faithful
+    assert not c.last_value_skip
     clean = build_model("gram-ode", SMALL, _context(task)).config
     assert not clean.tcn_bug and clean.clip == "softplus" and not clean.dtw_faithful
+    assert clean.last_value_skip
+
+
+@pytest.mark.parametrize(("name", "params"), [("gram-ode", SMALL), ("stgode", SMALL_STGODE)])
+def test_last_value_skip_adds_each_nodes_last_scaled_input_to_every_horizon(name, params):
+    task = _task(_values(3))
+    batch = task.batch(task.splits.train[:3])
+    outputs = {}
+    for skip in (False, True):
+        torch.manual_seed(0)
+        model = build_model(name, {**params, "last_value_skip": skip}, _context(task)).eval()
+        with torch.no_grad():
+            outputs[skip] = model(batch)
+    last = batch.x[:, -1, :, 0]  # [B, N]: each node's last input, in the output's scaling
+    assert last.abs().sum() > 0
+    for step in range(H):
+        torch.testing.assert_close(
+            outputs[True][:, step, :, 0], outputs[False][:, step, :, 0] + last
+        )
 
 
 def test_held_out_values_change_neither_graph_nor_scaler_of_clean_model():
