@@ -66,7 +66,7 @@ def solve(
     adjoint: bool = False,
     rtol: float = 1e-3,
     atol: float = 1e-4,
-) -> torch.Tensor:
+) -> list[torch.Tensor]:
     """``odeint(func, y0, t)``: the list of states at the times of ``t`` (``t[0]`` first).
 
     Explicit Euler on the vector fields of this module (`_GraphODEFunc`) takes their own
