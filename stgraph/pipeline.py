@@ -204,6 +204,7 @@ def fit(
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     dist = distributed.from_environment()
+    trainer = None
     try:
         prepared = prepare(config)
         torch.manual_seed(config.train.seed)
@@ -258,6 +259,8 @@ def fit(
             **summary,
         }
     finally:
+        if trainer is not None:
+            trainer.close()  # before the process group goes: see Trainer.close
         distributed.shutdown(dist)
 
 
