@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 
@@ -95,10 +96,10 @@ def test_faithful_switches_are_on():
     model = build_model("gram-ode-faithful", SMALL, _context(task))
     c = model.config
     assert c.tcn_bug and c.clip == "raw" and c.mask_init == "randn" and c.dtw_faithful
-    assert not c.last_value_skip
+    assert not c.last_value_skip and not c.node_readout and model.node_readout is None
     clean = build_model("gram-ode", SMALL, _context(task)).config
     assert not clean.tcn_bug and clean.clip == "softplus" and not clean.dtw_faithful
-    assert clean.last_value_skip
+    assert clean.last_value_skip and clean.node_readout
 
 
 @pytest.mark.parametrize(("name", "params"), [("gram-ode", SMALL), ("stgode", SMALL_STGODE)])
@@ -119,7 +120,82 @@ def test_last_value_skip_adds_each_nodes_last_scaled_input_to_every_horizon(name
         )
 
 
-def test_held_out_values_change_neither_graph_nor_scaler_of_clean_model():
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_node_readout_reads_each_nodes_features_identity_time_of_day_and_prior(hidden):
+    task = _task(_values(4))
+    batch = task.batch(task.splits.val[:2])
+    params = {**SMALL, "last_value_skip": False, "readout_hidden": hidden, "readout_embed": 3}
+    torch.manual_seed(0)
+    model = build_model("gram-ode", params, _context(task)).eval()
+    model.fit_train(task)
+    features = {}
+    model.head.register_forward_hook(lambda module, args, out: features.update(x=args[0]))
+    readout = model.node_readout
+    with torch.no_grad():
+        for table in (readout.node.weight, readout.calendar.time_of_day.weight):
+            table.normal_()  # far from the small initialisation, so that a mix-up shows
+        out = model(batch)
+        stacked = features["x"]  # [B, N, W * C * branches]
+        assert stacked.shape == (2, N, W * SMALL["hidden"] * 2)
+        # By hand: node n of window b sees its features, the training mean at each target step
+        # less its last value, row n of the node table and the calendar rows of the window's
+        # last input step.
+        train = torch.from_numpy(_values(4)[: task.splits.train_steps, :, 0]).double()
+        target_slots = torch.round(batch.y_tod * 12).long() % 12  # [B, H]
+        # 2-hour steps, 12 a day: a slot's training steps are every 12th from the slot.
+        first = task.series.timestamps[0].hour // 2
+        means = torch.stack([train[(s - first) % 12 :: 12].mean(0) for s in range(12)])
+        prior = task.scaler.transform(means[target_slots].float()[..., None], slice(0, 1))
+        gap = (prior - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, H]
+        slot = torch.round(batch.x_tod[:, -1] * 12).long() % 12
+        when = (
+            readout.calendar.time_of_day.weight[slot]
+            + readout.calendar.day_of_week.weight[batch.x_dow[:, -1].long()]
+        )
+        inputs = torch.cat(
+            [stacked, gap, readout.node.weight.expand(2, N, 3), when[:, None].expand(2, N, 3)],
+            -1,
+        )
+        layers = [m for m in readout.mlp.modules() if isinstance(m, torch.nn.Linear)]
+        hidden_state = inputs @ layers[0].weight.T + layers[0].bias
+        if hidden:
+            hidden_state = hidden_state.clamp_min(0) @ layers[1].weight.T + layers[1].bias
+        expected = (model.head(stacked) + hidden_state).view(2, N, H, 1).transpose(1, 2)
+        torch.testing.assert_close(out, expected)
+        # Only the last input step's calendar enters.
+        earlier = dataclasses.replace(batch, x_tod=batch.x_tod.clone())
+        earlier.x_tod[:, :-1] = 0.5
+        torch.testing.assert_close(model(earlier), out)
+        later = dataclasses.replace(batch, x_tod=(batch.x_tod + 1 / 12) % 1)
+        assert not torch.allclose(model(later), out)
+
+
+def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
+    task = _task(_values(6))
+    model = build_model("gram-ode", SMALL, _context(task))
+    model.fit_train(task)
+    prior = model.prior
+    batch = task.batch(task.splits.train[:3])
+    train = task.scaler.transform(
+        torch.from_numpy(_values(6)[: task.splits.train_steps]), slice(0, 1)
+    )
+    assert task.series.timestamps[0].hour == 0  # 12 steps a day from midnight: slot = step % 12
+    steps = batch.anchor[:, None] + torch.arange(1, H + 1)  # [B, H] absolute target steps
+    for training in (False, True):
+        prior.train(training)
+        got = prior(batch)[..., 0]  # [B, H, N]
+        for b in range(3):
+            for h in range(H):
+                step = int(steps[b, h])
+                assert step < task.splits.train_steps  # a training step: left out in training
+                same = range(step % 12, task.splits.train_steps, 12)
+                same = [s for s in same if not (training and s == step)]
+                torch.testing.assert_close(got[b, h], train[same, :, 0].mean(0).float())
+    # The training target was left out: a different mean.
+    assert not torch.allclose(prior.train()(batch), prior.eval()(batch))
+
+
+def test_held_out_values_change_neither_graph_prior_nor_scaler_of_clean_model():
     base = _values()
     task = _task(base)
     changed = base.copy()
@@ -128,14 +204,18 @@ def test_held_out_values_change_neither_graph_nor_scaler_of_clean_model():
     other = _task(changed)
     np.testing.assert_array_equal(task.scaler.mean, other.scaler.mean)
     np.testing.assert_array_equal(task.scaler.std, other.scaler.std)
-    graphs = []
+    graphs, priors = [], []
     for name in ("gram-ode", "gram-ode-faithful"):
         for t in (task, other):
             torch.manual_seed(0)
             model = build_model(name, SMALL, _context(t))
             model.fit_train(t)
             graphs.append(model.semantic_operator.clone())
+            if model.prior is not None:
+                priors.append(torch.cat([model.prior.sums, model.prior.counts]))
     torch.testing.assert_close(graphs[0], graphs[1])  # clean: train-only DTW
+    assert len(priors) == 2 and priors[0].abs().sum() > 0
+    torch.testing.assert_close(priors[0], priors[1])  # and a train-only seasonal prior
     assert not torch.equal(graphs[2], graphs[3])  # faithful: all days
     # The faithful per-split scaler normalises the test split with the test statistics.
     legacy, legacy_other = (per_split_scalers(t.series, t.splits, W) for t in (task, other))
