@@ -9,6 +9,7 @@ import torch
 
 from stgraph.data.windows import calendar_features
 from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.nn.encodings import day_slot
 
 
 @MODELS.register("persistence")
@@ -58,7 +59,7 @@ class HistoricalAverage(ForecastModel):
         values = series.values[:steps, :, :out].astype(np.float64)
         mask = series.mask[:steps, :, :out]
         tod, dow = calendar_features(series.timestamps[:steps])
-        slot = self._slot(torch.from_numpy(tod)).numpy()
+        slot = day_slot(torch.from_numpy(tod), self.context.steps_per_day).numpy()
 
         def table(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
             sums = np.zeros((size, *values.shape[1:]))
@@ -80,9 +81,6 @@ class HistoricalAverage(ForecastModel):
         scaled = task.scaler.transform(torch.from_numpy(week_mean).float(), slice(0, out))
         self.table.copy_(scaled)
 
-    def _slot(self, tod: torch.Tensor) -> torch.Tensor:
-        slots = self.context.steps_per_day
-        return torch.round(tod * slots).long() % slots
-
     def forward(self, batch) -> torch.Tensor:
-        return self.table[batch.y_dow, self._slot(batch.y_tod)]  # [B, H, N, F]
+        slot = day_slot(batch.y_tod, self.context.steps_per_day)
+        return self.table[batch.y_dow, slot]  # [B, H, N, F]

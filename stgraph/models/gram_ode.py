@@ -73,7 +73,7 @@ from stgraph.config import option
 from stgraph.data.windows import calendar_features
 from stgraph.graphs.ode_graphs import dtw_graph_from_series
 from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
-from stgraph.nn.encodings import CalendarEmbedding, NodeEmbedding
+from stgraph.nn.encodings import CalendarEmbedding, NodeEmbedding, day_slot
 from stgraph.nn.ode import GramODEModule, NodeAttention, STGODEBlockODE, stgode_operator
 from stgraph.nn.temporal_conv import TemporalConvNet
 
@@ -333,7 +333,7 @@ class SeasonalPrior(nn.Module):
         values = torch.from_numpy(series.values[:steps, :, :channels]).double()
         mask = torch.from_numpy(series.mask[:steps, :, :channels])
         tod, _ = calendar_features(series.timestamps[:steps])
-        slot = self._slot(torch.from_numpy(tod))
+        slot = day_slot(torch.from_numpy(tod), self.steps_per_day)
         scaler = task.scaler
         shift, scale = (torch.from_numpy(a[:channels]).double() for a in (scaler.mean, scaler.std))
         scaled = torch.where(mask, (values - shift) / scale, 0.0)
@@ -344,11 +344,8 @@ class SeasonalPrior(nn.Module):
         self.shift.copy_(shift)
         self.scale.copy_(scale)
 
-    def _slot(self, tod: torch.Tensor) -> torch.Tensor:
-        return torch.round(tod * self.steps_per_day).long() % self.steps_per_day
-
     def forward(self, batch: Any) -> torch.Tensor:
-        slot = self._slot(batch.y_tod)  # [B, H]
+        slot = day_slot(batch.y_tod, self.steps_per_day)  # [B, H]
         sums, counts = self.sums[slot], self.counts[slot]  # [B, H, N, F]
         if self.training:
             horizon = slot.shape[1]

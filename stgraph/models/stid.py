@@ -15,6 +15,7 @@ from torch import nn
 
 from stgraph.config import option
 from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.nn.encodings import day_slot
 
 
 @dataclass
@@ -68,8 +69,7 @@ class STID(ForecastModel):
         if self.config.node_embedding:
             h.append(self.node.expand(b, -1, -1))
         if self.config.calendar_embedding:
-            slot = (batch.x_tod[:, -1] * self.context.steps_per_day).round().long()
-            slot = slot % self.context.steps_per_day
+            slot = day_slot(batch.x_tod[:, -1], self.context.steps_per_day)
             h.append(self.time_of_day(slot)[:, None].expand(-1, n, -1))
             h.append(self.day_of_week(batch.x_dow[:, -1])[:, None].expand(-1, n, -1))
         out = self.head(self.encoder(torch.cat(h, dim=-1)))  # [B, N, H * F_out]

@@ -121,6 +121,14 @@ class LearnablePositionalEncoding(nn.Module):
         return self.weight
 
 
+def day_slot(tod: torch.Tensor, steps_per_day: int) -> torch.Tensor:
+    """The time-of-day slot ``0 .. steps_per_day - 1`` of a fraction of the day in ``[0, 1)``.
+
+    Rounding (not flooring) guards against 0.99999 style float error at slot boundaries.
+    """
+    return torch.round(tod * steps_per_day).long() % steps_per_day
+
+
 class CalendarEmbedding(nn.Module):
     """Time-of-day and day-of-week embeddings, summed: ``[B, T] -> [B, T, dim]``.
 
@@ -141,9 +149,7 @@ class CalendarEmbedding(nn.Module):
 
     def forward(self, tod: torch.Tensor, dow: torch.Tensor | None = None) -> torch.Tensor:
         """``tod`` in ``[0, 1)`` (fraction of the day) and ``dow`` in ``0..6``, both ``[B, T]``."""
-        # Rounding (not flooring) guards against 0.99999 style float error at slot boundaries.
-        slot = torch.round(tod * self.steps_per_day).long() % self.steps_per_day
-        out = self.time_of_day(slot)
+        out = self.time_of_day(day_slot(tod, self.steps_per_day))
         if self.day_of_week is not None and dow is not None:
             out = out + self.day_of_week(dow.long() % 7)
         return out
