@@ -14,6 +14,7 @@ import inspect
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,15 @@ def _build_scheduler(name: str, optimizer: Any, params: dict[str, Any]) -> Any:
                 f"got {value!r}."
             )
     try:
+        # Two steps of a copy on a throwaway optimizer reach the arithmetic on every parameter,
+        # the required ones (cosine's T_max) included, which have no default to check against.
+        probe = scheduler(torch.optim.SGD([torch.zeros(1)], lr=1.0), **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(2):
+                probe.step(0.0) if name == "plateau" else probe.step()
         return scheduler(optimizer, **params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise InputError(f"train.scheduler_params for the {name} scheduler: {exc}") from None
 
 

@@ -76,6 +76,15 @@ def test_bad_settings_are_input_errors(tmp_path):
         Trainer(task, model, bad, tmp_path)
     with pytest.raises(InputError, match="scheduler_params for the cosine scheduler.*T_maxx"):
         Trainer(task, model, TrainConfig(**cosine, scheduler_params={"T_maxx": 2}), tmp_path)
+    # A required parameter has no default to compare with: it is caught by a trial step.
+    bad = TrainConfig(**cosine, scheduler_params={"T_max": "six"})
+    with pytest.raises(InputError, match="scheduler_params for the cosine scheduler"):
+        Trainer(task, model, bad, tmp_path)
+    bad = TrainConfig(**cosine, scheduler_params={"T_max": 0})
+    with pytest.raises(InputError, match="scheduler_params for the cosine scheduler"):
+        Trainer(task, model, bad, tmp_path)
+    good = Trainer(task, model, TrainConfig(**cosine, scheduler_params={"T_max": 2}), tmp_path)
+    assert good.scheduler.last_epoch == 0 and good.optimizer.param_groups[0]["lr"] == 1e-3
 
 
 def test_micro_batches_give_the_full_batch_gradient(tmp_path):
