@@ -47,6 +47,32 @@ def _matmul_gflops() -> float:
     return 3 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
 
 
+def _random_batch(x, index: int):
+    """A `ForecastBatch` of random inputs ``x`` [B, W, N, F] with consecutive 5-minute steps
+    (calendar fields and anchors are what the models' readouts and priors look at)."""
+    import torch
+
+    from stgraph.tasks.forecast import ForecastBatch
+
+    b, w, n, f = x.shape
+    anchor = torch.arange(b) + index * b + w
+    steps = anchor[:, None] + torch.arange(-w + 1, 13)  # inputs then 12 targets
+    tod = (steps % 288).float() / 288
+    dow = (steps // 288) % 7
+    y = torch.randn(b, 12, n, f)
+    return ForecastBatch(
+        x,
+        torch.ones_like(x, dtype=torch.bool),
+        tod[:, :w],
+        dow[:, :w],
+        tod[:, w:],
+        dow[:, w:],
+        y,
+        torch.ones_like(y, dtype=torch.bool),
+        anchor,
+    )
+
+
 def _context(num_nodes: int, in_channels: int = 1, graph=None):
     import torch
 
@@ -101,18 +127,13 @@ def scenario_train(args: argparse.Namespace) -> dict:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
 
-    class _Batch:
-        pass
-
     batches = []
     for index in range(args.batches):
         if task is not None:
             anchors = task.splits.train[index * args.batch_size : (index + 1) * args.batch_size]
             batches.append(task.batch(anchors))
         else:
-            b = _Batch()
-            b.x = x
-            batches.append(b)
+            batches.append(_random_batch(x, index))
     # FLOPs of one step, counted on a 2-window batch without checkpointing (FlopCounterMode
     # under checkpointing kept every activation alive: 17 GB at batch 64) and scaled to the
     # batch; checkpointing recomputes each block's forward once more on top of this.
@@ -120,8 +141,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
         args.model, {"checkpoint": False} if args.model != "stgode" else {}, context
     )
     counted.load_state_dict(model.state_dict())
-    small = _Batch()
-    small.x = batches[0].x[:2]
+    small = batches[0].split(2)[0]
     counter = FlopCounterMode(display=False)
     with counter:
         counted(small).abs().mean().backward()
@@ -132,9 +152,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
     for batch in batches:
         start = time.perf_counter()
         # As the trainer runs micro-batches: gradients of the parts add up to the batch's.
-        for first in range(0, args.batch_size, micro):
-            part = _Batch()
-            part.x = batch.x[first : first + micro]
+        for part in batch.split(micro):
             (model(part).abs().mean() * (part.x.shape[0] / args.batch_size)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
