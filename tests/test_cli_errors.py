@@ -219,6 +219,10 @@ CASES: dict[str, Case] = {
     "unknown-config-key": Case(
         _on_good_csv("--set", "train.lrr=1"), ("train.lrr", "Did you mean 'lr'")
     ),
+    "model-params-that-do-not-fit-together": Case(
+        _on_good_csv("--model", "gram-ode", "--set", "model.params.node_readout=false"),
+        ("model.params of 'gram-ode'", "seasonal_prior", "node_readout"),
+    ),
     "zero-epochs": Case(_on_good_csv("--epochs", "0"), ("train.epochs", "--epochs", "positive")),
     "zero-batch-size": Case(
         _on_good_csv("--batch-size", "0"), ("train.batch_size", "--batch-size", "positive")

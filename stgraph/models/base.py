@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stgraph.config import from_dict
+from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.registry import Registry
 
@@ -60,10 +61,17 @@ MODELS: Registry[type[ForecastModel]] = Registry("model")
 
 
 def build_model(name: str, params: dict[str, Any] | None, context: ModelContext) -> ForecastModel:
-    """Look ``name`` up, validate ``params`` against its config class, build it."""
+    """Look ``name`` up, validate ``params`` against its config class, build it.
+
+    A constructor's ``ValueError`` is a combination of parameters (or a parameter and the data)
+    that the model cannot take: bad input, reported as such.
+    """
     cls = MODELS.get(name)
     config = from_dict(cls.config_class, params, "model.params")
-    return cls(config, context)
+    try:
+        return cls(config, context)
+    except ValueError as exc:
+        raise InputError(f"model.params of '{name}': {exc}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
