@@ -228,7 +228,9 @@ def fit(
                     file=sys.stderr,
                     flush=True,
                 )
-            tracker.log_config(to_dict(config))
+            resolved = to_dict(config)
+            resolved["model"]["params"] = to_dict(model.config)  # the model's defaults too
+            tracker.log_config(resolved)
             tracker.set_tags(
                 {
                     "stgraph.version": __version__,

@@ -15,6 +15,9 @@ class TrainConfig:
         None, "windows per evaluation batch (default: 2 x batch_size)"
     )
     lr: float = option(1e-3, "learning rate")
+    lr_scales: dict = option(
+        {}, "learning-rate multipliers by parameter-name prefix, e.g. {node_readout: 3}"
+    )
     optimizer: str = option("adam", "adam | adamw | rmsprop")
     weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
     scheduler: str = option("none", "none | step | multistep | cosine | plateau")

@@ -41,6 +41,36 @@ SCHEDULERS = {
 CHECKPOINT = "checkpoint.pt"
 
 
+def parameter_groups(
+    model: torch.nn.Module, lr: float, scales: dict[str, float]
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: a parameter whose name is, or starts with, a key of
+    ``scales`` (the longest such key) trains at ``lr * scale``; the rest form the first group,
+    at ``lr`` (the rate the history logs). Schedulers then scale every group alike."""
+    for prefix, scale in scales.items():
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
+            raise InputError(
+                f"train.lr_scales['{prefix}'] must be a positive number, got {scale!r}."
+            )
+    groups: dict[str | None, list[torch.nn.Parameter]] = {None: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            keys = [k for k in scales if name == k or name.startswith(k + ".")]
+            groups.setdefault(max(keys, key=len, default=None), []).append(param)
+    unknown = sorted(set(scales) - set(groups))
+    if unknown:
+        tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
+        raise InputError(
+            f"train.lr_scales names {unknown}, which match no parameter of the model "
+            f"(its parameter names start with {tops})."
+        )
+    return [
+        {"params": params, "lr": lr * (scales[key] if key else 1.0)}
+        for key, params in groups.items()
+        if params
+    ]
+
+
 def _build_scheduler(name: str, optimizer: Any, params: dict[str, Any]) -> Any:
     """The LR scheduler, its parameters checked now: torch reads most of them only at the first
     ``step()``, after a whole epoch of training."""
@@ -143,7 +173,9 @@ class Trainer:
         self.scheduler = None
         if model.trainable:
             self.optimizer = OPTIMIZERS[config.optimizer](
-                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+                parameter_groups(model, config.lr, config.lr_scales),
+                lr=config.lr,
+                weight_decay=config.weight_decay,
             )
             if config.scheduler != "none":
                 self.scheduler = _build_scheduler(

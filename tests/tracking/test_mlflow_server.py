@@ -143,6 +143,9 @@ def test_fit_tracks_everything_on_a_server(mlflow_server, tmp_path, monkeypatch)
     assert client.get_experiment(run.info.experiment_id).name == "toy"
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["model.name"] == "stid"
+    # The resolved model config: what was set and the defaults that were not.
+    assert run.data.params["model.params.hidden"] == "16"
+    assert run.data.params["model.params.num_layers"] == "3"
     history = client.get_metric_history(run_id, "val_mae_avg12")
     assert sorted(m.step for m in history) == [1, 2]
     metrics = run.data.metrics

@@ -105,3 +105,32 @@ def test_micro_batches_give_the_full_batch_gradient(tmp_path):
     assert micro_loss.item() == pytest.approx(full_loss.item(), rel=1e-5)
     for a, b in zip(full, micro):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_lr_scales_give_named_parameters_their_own_rate_through_the_schedule(tmp_path):
+    task, context = _task_and_context()
+    model = build_model("stid", {}, context)
+    config = TrainConfig(
+        lr=1e-3,
+        lr_scales={"head": 10, "encoder": 0.5, "encoder.1": 2},  # the longest prefix wins
+        scheduler="step",
+        scheduler_params={"step_size": 1, "gamma": 0.1},
+    )
+    trainer = Trainer(task, model, config, tmp_path, quiet=True)
+    rate = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3  # the base group comes first
+    assert rate[id(named["node"])] == rate[id(named["input_projection.weight"])] == 1e-3
+    assert rate[id(named["head.weight"])] == rate[id(named["head.bias"])] == pytest.approx(1e-2)
+    assert rate[id(named["encoder.0.layers.0.weight"])] == pytest.approx(5e-4)
+    assert rate[id(named["encoder.1.layers.3.bias"])] == pytest.approx(2e-3)
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(named)
+    trainer.scheduler.step()  # the schedule scales every group alike
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
+        [1e-4, 5e-5, 2e-4, 1e-3]  # base, encoder, encoder.1, head: in parameter order
+    )
+    # "head" must not catch a parameter named "header...": whole name components only.
+    with pytest.raises(InputError, match=r"lr_scales names \['hea'\].*start with \['day_of_week'"):
+        Trainer(task, model, TrainConfig(lr_scales={"hea": 2}), tmp_path)
+    with pytest.raises(InputError, match=r"lr_scales\['head'\] must be a positive number"):
+        Trainer(task, model, TrainConfig(lr_scales={"head": 0}), tmp_path)
