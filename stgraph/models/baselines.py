@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from stgraph.data.windows import calendar_features
@@ -31,6 +30,35 @@ class Persistence(ForecastModel):
         return value.expand(-1, self.context.horizon, -1, -1)
 
 
+def weekday_slot_totals(
+    task, channels: int, steps_per_day: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums and counts of the observed training values of the first ``channels`` channels in
+    the task's scaling, per day of week and time-of-day slot: two float64 ``[7, slots, N, F]``.
+    The training steps only; coarser tables (kind of day, all days) are sums over its rows."""
+    steps = task.splits.train_steps
+    series = task.series
+    values = torch.from_numpy(series.values[:steps, :, :channels]).double()
+    mask = torch.from_numpy(series.mask[:steps, :, :channels])
+    tod, dow = calendar_features(series.timestamps[:steps])
+    cell = torch.from_numpy(dow) * steps_per_day + day_slot(torch.from_numpy(tod), steps_per_day)
+    scaled = torch.where(mask, task.scaler.transform(values, slice(0, channels)), 0.0)
+    shape = (7 * steps_per_day, *values.shape[1:])
+    sums = torch.zeros(shape, dtype=torch.float64).index_add_(0, cell, scaled)
+    counts = torch.zeros(shape, dtype=torch.float64).index_add_(0, cell, mask.double())
+    return sums.view(7, steps_per_day, *shape[1:]), counts.view(7, steps_per_day, *shape[1:])
+
+
+def by_day_type(table: torch.Tensor) -> torch.Tensor:
+    """``[7, ...] -> [2, ...]``: rows summed over Monday-Friday and over the weekend."""
+    return torch.stack([table[:5].sum(0), table[5:].sum(0)])
+
+
+def day_type(dow: torch.Tensor) -> torch.Tensor:
+    """0 for Monday to Friday, 1 for Saturday and Sunday (``dow`` 0 = Monday)."""
+    return (dow >= 5).long()
+
+
 @dataclass
 class HistoricalAverageConfig(ModelConfig):
     pass
@@ -41,7 +69,9 @@ class HistoricalAverage(ForecastModel):
     """Mean of the training split by time of day and day of week, per node.
 
     A (weekday, time-of-day) slot never observed in training falls back to the time-of-day mean
-    over all weekdays, then to the node's overall training mean.
+    over the training days of the same kind (Monday-Friday or weekend), then over all days, then
+    to the node's overall training mean. With a week or less of training data most weekdays
+    occur once or never, and the kind of day carries most of what the weekday would.
     """
 
     config_class = HistoricalAverageConfig
@@ -53,33 +83,18 @@ class HistoricalAverage(ForecastModel):
         self.register_buffer("table", torch.zeros(7, slots, nodes, out))
 
     def fit_train(self, task) -> None:
-        out = self.context.out_channels
-        steps = task.splits.train_steps
-        series = task.series
-        values = series.values[:steps, :, :out].astype(np.float64)
-        mask = series.mask[:steps, :, :out]
-        tod, dow = calendar_features(series.timestamps[:steps])
-        slot = day_slot(torch.from_numpy(tod), self.context.steps_per_day).numpy()
-
-        def table(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-            sums = np.zeros((size, *values.shape[1:]))
-            counts = np.zeros_like(sums)
-            np.add.at(sums, key, np.where(mask, values, 0.0))
-            np.add.at(counts, key, mask)
-            return sums, counts
-
-        slots = self.context.steps_per_day
-        week_sum, week_count = table(dow * slots + slot, 7 * slots)
-        day_sum, day_count = table(slot, slots)
-        overall = np.where(mask, values, 0).sum(0) / np.maximum(mask.sum(0), 1)
-        day_mean = np.where(day_count > 0, day_sum / np.maximum(day_count, 1), overall)
-        week_mean = np.where(
-            week_count > 0,
-            week_sum / np.maximum(week_count, 1),
-            np.tile(day_mean, (7, 1, 1)),
-        ).reshape(7, slots, *values.shape[1:])
-        scaled = task.scaler.transform(torch.from_numpy(week_mean).float(), slice(0, out))
-        self.table.copy_(scaled)
+        sums, counts = weekday_slot_totals(task, self.context.out_channels, self.table.shape[1])
+        # Coarsest first, each finer level replacing it where it has observations.
+        mean = sums.sum((0, 1)) / counts.sum((0, 1)).clamp_min(1)  # [N, F], the overall mean
+        levels = [
+            (sums.sum(0), counts.sum(0), slice(None)),  # all days, per slot
+            (by_day_type(sums), by_day_type(counts), day_type(torch.arange(7))),  # kind of day
+            (sums, counts, slice(None)),  # weekday
+        ]
+        for level_sums, level_counts, rows in levels:
+            level = level_sums / level_counts.clamp_min(1)
+            mean = torch.where(level_counts > 0, level, mean)[rows]
+        self.table.copy_(mean.float())
 
     def forward(self, batch) -> torch.Tensor:
         slot = day_slot(batch.y_tod, self.context.steps_per_day)

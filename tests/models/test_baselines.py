@@ -28,22 +28,29 @@ def test_persistence_repeats_last_observed_value():
     np.testing.assert_allclose(out[0, :, 1, 0].numpy(), [8, 8], rtol=1e-6)  # last observed
 
 
-def test_historical_average_by_weekday_and_time_of_day_with_fallback():
+@pytest.mark.parametrize("missing", [[6], [5, 6]])
+def test_historical_average_by_weekday_and_time_of_day_with_fallback(missing):
     # hourly data, 3 weeks; value = hour + 100 * weekday, so each slot's mean is known
     stamps = pd.date_range("2024-01-01", periods=24 * 21, freq="h")
     values = (stamps.hour + 100 * stamps.dayofweek).to_numpy(np.float32)[:, None] + 1
-    values[np.asarray(stamps.dayofweek == 6) & np.asarray(stamps < "2024-01-15")] = (
-        0  # no Sunday in train
-    )
+    unseen = np.isin(stamps.dayofweek, missing) & np.asarray(stamps < "2024-01-15")
+    values[unseen] = 0  # missing: these weekdays never occur in training
     series = make_series(values, freq="h")
     task, context = _setup(series, window=2, horizon=3, ratios=(0.6, 0.2, 0.2))
     model = build_model("historical-average", {}, context)
     model.fit_train(task)
-    wednesday_5h = task.predict(model.table[2, 5])[0, 0].item()
-    assert wednesday_5h == pytest.approx(5 + 200 + 1, rel=1e-5)
-    # Sunday never observed in train: falls back to the mean of that hour over the other days
-    sunday_5h = task.predict(model.table[6, 5])[0, 0].item()
-    assert sunday_5h == pytest.approx(5 + 1 + 100 * np.mean([0, 1, 2, 3, 4, 5]), rel=1e-5)
+
+    def at(dow, hour):
+        return task.predict(model.table[dow, hour])[0, 0].item()
+
+    assert at(2, 5) == pytest.approx(5 + 200 + 1, rel=1e-5)  # Wednesday 5h: its own mean
+    if missing == [6]:
+        # Sunday unseen: the mean of that hour over training days of its kind (Saturday)
+        assert at(6, 5) == pytest.approx(5 + 500 + 1, rel=1e-5)
+    else:
+        # No weekend day in training: the mean of that hour over all training days
+        for dow in (5, 6):
+            assert at(dow, 5) == pytest.approx(5 + 1 + 100 * np.mean([0, 1, 2, 3, 4]), rel=1e-5)
 
 
 def test_stid_shapes_and_unknown_param():

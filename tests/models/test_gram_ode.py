@@ -121,7 +121,7 @@ def test_last_value_skip_adds_each_nodes_last_scaled_input_to_every_horizon(name
 
 
 @pytest.mark.parametrize("hidden", [0, 5])
-def test_node_readout_reads_each_nodes_features_identity_time_of_day_and_prior(hidden):
+def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_prior(hidden):
     task = _task(_values(4))
     batch = task.batch(task.splits.val[:2])
     params = {**SMALL, "last_value_skip": False, "readout_hidden": hidden, "readout_embed": 3}
@@ -134,33 +134,37 @@ def test_node_readout_reads_each_nodes_features_identity_time_of_day_and_prior(h
     with torch.no_grad():
         for table in (readout.node.weight, readout.calendar.time_of_day.weight):
             table.normal_()  # far from the small initialisation, so that a mix-up shows
+        model.prior_weight.copy_(torch.linspace(-1, 1, H)[:, None])  # starts at 0
         out = model(batch)
         stacked = features["x"]  # [B, N, W * C * branches]
         assert stacked.shape == (2, N, W * SMALL["hidden"] * 2)
-        # By hand: node n of window b sees its features, the training mean at each target step
-        # less its last value, row n of the node table and the calendar rows of the window's
-        # last input step.
-        train = torch.from_numpy(_values(4)[: task.splits.train_steps, :, 0]).double()
-        target_slots = torch.round(batch.y_tod * 12).long() % 12  # [B, H]
-        # 2-hour steps, 12 a day: a slot's training steps are every 12th from the slot.
-        first = task.series.timestamps[0].hour // 2
-        means = torch.stack([train[(s - first) % 12 :: 12].mean(0) for s in range(12)])
-        prior = task.scaler.transform(means[target_slots].float()[..., None], slice(0, 1))
+        # By hand: node n of window b sees its features, its input window less its last value,
+        # the training mean at each target step less its last value, row n of the node table
+        # and the calendar rows of the window's last input step.
+        prior = task.scaler.transform(_workday_means(task, batch)[..., None], slice(0, 1))
         gap = (prior - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, H]
+        window = (batch.x - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, W]
         slot = torch.round(batch.x_tod[:, -1] * 12).long() % 12
         when = (
             readout.calendar.time_of_day.weight[slot]
             + readout.calendar.day_of_week.weight[batch.x_dow[:, -1].long()]
         )
         inputs = torch.cat(
-            [stacked, gap, readout.node.weight.expand(2, N, 3), when[:, None].expand(2, N, 3)],
+            [
+                stacked,
+                window,
+                gap,
+                readout.node.weight.expand(2, N, 3),
+                when[:, None].expand(2, N, 3),
+            ],
             -1,
         )
         layers = [m for m in readout.mlp.modules() if isinstance(m, torch.nn.Linear)]
         hidden_state = inputs @ layers[0].weight.T + layers[0].bias
         if hidden:
             hidden_state = hidden_state.clamp_min(0) @ layers[1].weight.T + layers[1].bias
-        expected = (model.head(stacked) + hidden_state).view(2, N, H, 1).transpose(1, 2)
+        blend = gap * torch.linspace(-1, 1, H)  # the prior's direct path, one weight per step
+        expected = (model.head(stacked) + hidden_state + blend).view(2, N, H, 1).transpose(1, 2)
         torch.testing.assert_close(out, expected)
         # Only the last input step's calendar enters.
         earlier = dataclasses.replace(batch, x_tod=batch.x_tod.clone())
@@ -170,29 +174,57 @@ def test_node_readout_reads_each_nodes_features_identity_time_of_day_and_prior(h
         assert not torch.allclose(model(later), out)
 
 
+def _workday_means(task, batch, leave_out=False):
+    """``[B, H, N]`` by hand: the mean of the training steps at the target's hour, over days of
+    the target's kind (Monday-Friday or weekend); with ``leave_out`` without the target step."""
+    stamps = task.series.timestamps
+    train = task.series.values[: task.splits.train_steps, :, 0]
+    out = torch.zeros(*batch.y.shape[:2], N)
+    for b, anchor in enumerate(batch.anchor.tolist()):
+        for h in range(H):
+            step = anchor + 1 + h
+            when = stamps[step]
+            same = [
+                s
+                for s in range(task.splits.train_steps)
+                if stamps[s].hour == when.hour
+                and (stamps[s].dayofweek >= 5) == (when.dayofweek >= 5)
+                and not (leave_out and s == step)
+            ]
+            out[b, h] = torch.from_numpy(train[same].mean(0))
+    return out
+
+
 def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
     task = _task(_values(6))
     model = build_model("gram-ode", SMALL, _context(task))
     model.fit_train(task)
     prior = model.prior
-    batch = task.batch(task.splits.train[:3])
-    train = task.scaler.transform(
-        torch.from_numpy(_values(6)[: task.splits.train_steps]), slice(0, 1)
-    )
-    assert task.series.timestamps[0].hour == 0  # 12 steps a day from midnight: slot = step % 12
-    steps = batch.anchor[:, None] + torch.arange(1, H + 1)  # [B, H] absolute target steps
+    # Ten days from Wednesday 1 January, 2-hour steps: targets on Thursday-Friday and on
+    # Saturday-Sunday, all of them training steps.
+    batch = task.batch(np.concatenate([task.splits.train[:3], task.splits.train[24:27]]))
+    assert int(batch.anchor.max()) + H < task.splits.train_steps
+    assert set(batch.y_dow.flatten().tolist()) == {3, 4, 5, 6}
     for training in (False, True):
         prior.train(training)
-        got = prior(batch)[..., 0]  # [B, H, N]
-        for b in range(3):
-            for h in range(H):
-                step = int(steps[b, h])
-                assert step < task.splits.train_steps  # a training step: left out in training
-                same = range(step % 12, task.splits.train_steps, 12)
-                same = [s for s in same if not (training and s == step)]
-                torch.testing.assert_close(got[b, h], train[same, :, 0].mean(0).float())
+        expected = task.scaler.transform(
+            _workday_means(task, batch, leave_out=training)[..., None], slice(0, 1)
+        )
+        torch.testing.assert_close(prior(batch), expected)
     # The training target was left out: a different mean.
     assert not torch.allclose(prior.train()(batch), prior.eval()(batch))
+    # A kind of day without training values falls back to the mean over all days.
+    weekend = batch.y_dow >= 5
+    workday_prior = prior.eval()(batch)
+    prior.sums[1] = 0
+    prior.counts[1] = 0
+    fallback = prior(batch)
+    torch.testing.assert_close(fallback[~weekend], workday_prior[~weekend])
+    slots = batch.y_tod * 12  # the weekend targets now see the workday means of their hour
+    workday = task.batch(task.splits.train[:12])  # 12 consecutive workday anchors: every hour
+    for b, h in weekend.nonzero().tolist():
+        same = ((workday.y_tod * 12 - slots[b, h]).abs() < 1e-3).nonzero()[0]
+        torch.testing.assert_close(fallback[b, h], prior(workday)[same[0], same[1]])
 
 
 def test_held_out_values_change_neither_graph_prior_nor_scaler_of_clean_model():
