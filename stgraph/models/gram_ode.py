@@ -48,11 +48,12 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
       across nodes only (head ``h``'s value is one number per node), so a node's forecast is a
       weighted mean of every node's value, blind to which node it is and to the time of day.
     - ``seasonal_prior=True``: the readout also sees, per target step, the node's training
-      mean at that time of day (`SeasonalPrior`, fitted in ``fit_train`` on the training steps
-      only; in training each target is left out of its own mean) less the node's last value,
-      so it can weigh the daily profile against persistence horizon by horizon. That gap also
-      reaches the output through one learnable weight per horizon step (``prior_weight``,
-      starting at 0), the plain blend of persistence and the daily profile.
+      mean at that time of day over training days of the same kind, workday or weekend
+      (`SeasonalPrior`, fitted in ``fit_train`` on the training steps only; in training each
+      target is left out of its own mean) less the node's last value, so it can weigh the
+      daily profile against persistence horizon by horizon. That gap also reaches the output
+      through one learnable weight per horizon step (``prior_weight``, starting at 0), the
+      plain blend of persistence and the daily profile.
     - ``readout_window=True``: the readout also sees the node's own input window less its last
       value (its recent course), which the backbone's features carry only after the graph
       mixing and the normalisation over nodes.
