@@ -174,9 +174,10 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
         assert not torch.allclose(model(later), out)
 
 
-def _workday_means(task, batch, leave_out=False):
+def _workday_means(task, batch, leave_out=False, by_kind=True):
     """``[B, H, N]`` by hand: the mean of the training steps at the target's hour, over days of
-    the target's kind (Monday-Friday or weekend); with ``leave_out`` without the target step."""
+    the target's kind (Monday-Friday or weekend; all days without ``by_kind``); with
+    ``leave_out`` without the target step."""
     stamps = task.series.timestamps
     train = task.series.values[: task.splits.train_steps, :, 0]
     out = torch.zeros(*batch.y.shape[:2], N)
@@ -188,7 +189,7 @@ def _workday_means(task, batch, leave_out=False):
                 s
                 for s in range(task.splits.train_steps)
                 if stamps[s].hour == when.hour
-                and (stamps[s].dayofweek >= 5) == (when.dayofweek >= 5)
+                and (not by_kind or (stamps[s].dayofweek >= 5) == (when.dayofweek >= 5))
                 and not (leave_out and s == step)
             ]
             out[b, h] = torch.from_numpy(train[same].mean(0))
@@ -205,12 +206,14 @@ def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
     batch = task.batch(np.concatenate([task.splits.train[:3], task.splits.train[24:27]]))
     assert int(batch.anchor.max()) + H < task.splits.train_steps
     assert set(batch.y_dow.flatten().tolist()) == {3, 4, 5, 6}
+    pooled = build_model("gram-ode", {**SMALL, "prior_by_day_type": False}, _context(task))
+    pooled.fit_train(task)
     for training in (False, True):
-        prior.train(training)
-        expected = task.scaler.transform(
-            _workday_means(task, batch, leave_out=training)[..., None], slice(0, 1)
-        )
-        torch.testing.assert_close(prior(batch), expected)
+        for by_kind, module in ((True, prior), (False, pooled.prior)):
+            module.train(training)
+            expected = _workday_means(task, batch, leave_out=training, by_kind=by_kind)
+            expected = task.scaler.transform(expected[..., None], slice(0, 1))
+            torch.testing.assert_close(module(batch), expected)
     # The training target was left out: a different mean.
     assert not torch.allclose(prior.train()(batch), prior.eval()(batch))
     # A kind of day without training values falls back to the mean over all days.
