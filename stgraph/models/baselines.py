@@ -83,7 +83,8 @@ class HistoricalAverage(ForecastModel):
         self.register_buffer("table", torch.zeros(7, slots, nodes, out))
 
     def fit_train(self, task) -> None:
-        sums, counts = weekday_slot_totals(task, self.context.out_channels, self.table.shape[1])
+        context = self.context
+        sums, counts = weekday_slot_totals(task, context.out_channels, context.steps_per_day)
         # Coarsest first, each finer level replacing it where it has observations.
         mean = sums.sum((0, 1)) / counts.sum((0, 1)).clamp_min(1)  # [N, F], the overall mean
         levels = [
