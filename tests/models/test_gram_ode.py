@@ -141,7 +141,7 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
         # By hand: node n of window b sees its features, its input window less its last value,
         # the training mean at each target step less its last value, row n of the node table
         # and the calendar rows of the window's last input step.
-        prior = task.scaler.transform(_workday_means(task, batch)[..., None], slice(0, 1))
+        prior = task.scaler.transform(_slot_means(task, batch)[..., None], slice(0, 1))
         gap = (prior - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, H]
         window = (batch.x - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, W]
         slot = torch.round(batch.x_tod[:, -1] * 12).long() % 12
@@ -174,7 +174,7 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
         assert not torch.allclose(model(later), out)
 
 
-def _workday_means(task, batch, leave_out=False, by_kind=True):
+def _slot_means(task, batch, leave_out=False, by_kind=True):
     """``[B, H, N]`` by hand: the mean of the training steps at the target's hour, over days of
     the target's kind (Monday-Friday or weekend; all days without ``by_kind``); with
     ``leave_out`` without the target step."""
@@ -211,7 +211,7 @@ def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
     for training in (False, True):
         for by_kind, module in ((True, prior), (False, pooled.prior)):
             module.train(training)
-            expected = _workday_means(task, batch, leave_out=training, by_kind=by_kind)
+            expected = _slot_means(task, batch, leave_out=training, by_kind=by_kind)
             expected = task.scaler.transform(expected[..., None], slice(0, 1))
             torch.testing.assert_close(module(batch), expected)
     # The training target was left out: a different mean.

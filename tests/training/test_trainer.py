@@ -129,7 +129,7 @@ def test_lr_scales_give_named_parameters_their_own_rate_through_the_schedule(tmp
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
         [1e-4, 5e-5, 2e-4, 1e-3]  # base, encoder, encoder.1, head: in parameter order
     )
-    # "head" must not catch a parameter named "header...": whole name components only.
+    # A prefix matches whole name components: "hea" does not catch "head.weight".
     with pytest.raises(InputError, match=r"lr_scales names \['hea'\].*start with \['day_of_week'"):
         Trainer(task, model, TrainConfig(lr_scales={"hea": 2}), tmp_path)
     with pytest.raises(InputError, match=r"lr_scales\['head'\] must be a positive number"):
