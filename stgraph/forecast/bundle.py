@@ -79,7 +79,20 @@ class Forecaster:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"Model bundle {path} does not exist.")
-        return cls(torch.load(path, map_location="cpu", weights_only=False))
+        try:
+            bundle = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or not a torch file: unpickling errors vary
+            raise InputError(f"Model bundle {path} cannot be read: {exc}") from exc
+        if not isinstance(bundle, dict) or bundle.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"{path} is not a stgraph model bundle of format {FORMAT_VERSION}.")
+        try:
+            return cls(bundle)
+        except RuntimeError as exc:  # load_state_dict: missing, unexpected or reshaped weights
+            reason = " ".join(line.strip() for line in str(exc).splitlines())[:500]
+            raise InputError(
+                f"Model bundle {path}: its weights do not fit model '{bundle['model_name']}' "
+                f"of this stgraph version (saved by an older one?); refit it. {reason}"
+            ) from exc
 
     @property
     def window(self) -> int:

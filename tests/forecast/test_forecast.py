@@ -241,3 +241,33 @@ def test_zoned_as_of_against_a_naive_input_is_an_input_error():
         wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC"))
     )
     assert parse_timestamp("2024-01-01 01:00", zoned, "--as-of").tz is not None
+
+
+def test_unreadable_foreign_and_stale_bundles_are_input_errors(toy, tmp_path):
+    import torch
+
+    from stgraph.errors import InputError
+    from stgraph.forecast.bundle import Forecaster
+
+    path = mlflow.artifacts.download_artifacts(
+        f"runs:/{toy['run_id']}/checkpoint/model.pt", dst_path=str(tmp_path / "bundle")
+    )
+    bundle = torch.load(path, weights_only=False)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(open(path, "rb").read()[:100])
+    with pytest.raises(InputError, match=f"Model bundle {truncated} cannot be read"):
+        Forecaster.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": bundle["state_dict"]}, foreign)
+    with pytest.raises(InputError, match=f"{foreign} is not a stgraph model bundle of format 1"):
+        Forecaster.load(foreign)
+    # A weight whose shape changed between versions, as gram-ode's prior_weight did.
+    name, weight = next(iter(bundle["state_dict"].items()))
+    bundle["state_dict"][name] = torch.zeros(weight.shape[0] + 1, *weight.shape[1:])
+    stale = tmp_path / "stale.pt"
+    torch.save(bundle, stale)
+    with pytest.raises(InputError) as error:
+        Forecaster.load(stale)
+    message = str(error.value)
+    assert message.startswith(f"Model bundle {stale}: its weights do not fit model 'stid'")
+    assert "refit it" in message and f"size mismatch for {name}" in message
