@@ -134,14 +134,17 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
     with torch.no_grad():
         for table in (readout.node.weight, readout.calendar.time_of_day.weight):
             table.normal_()  # far from the small initialisation, so that a mix-up shows
-        model.prior_weight.copy_(torch.linspace(-1, 1, H)[:, None])  # starts at 0
+        # Both rows start at 0; the gap's weight is row 0 + row 1 / days behind the mean.
+        weights = torch.stack([torch.linspace(-1, 1, H), torch.full((H,), 3.0)])
+        model.prior_weight.copy_(weights[..., None])
         out = model(batch)
         stacked = features["x"]  # [B, N, W * C * branches]
         assert stacked.shape == (2, N, W * SMALL["hidden"] * 2)
         # By hand: node n of window b sees its features, its input window less its last value,
         # the training mean at each target step less its last value, row n of the node table
         # and the calendar rows of the window's last input step.
-        prior = task.scaler.transform(_slot_means(task, batch)[..., None], slice(0, 1))
+        means, days = _slot_means(task, batch)
+        prior = task.scaler.transform(means[..., None], slice(0, 1))
         gap = (prior - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, H]
         window = (batch.x - batch.x[:, -1:])[..., 0].transpose(1, 2)  # [B, N, W]
         slot = torch.round(batch.x_tod[:, -1] * 12).long() % 12
@@ -163,7 +166,9 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
         hidden_state = inputs @ layers[0].weight.T + layers[0].bias
         if hidden:
             hidden_state = hidden_state.clamp_min(0) @ layers[1].weight.T + layers[1].bias
-        blend = gap * torch.linspace(-1, 1, H)  # the prior's direct path, one weight per step
+        # The prior's direct path, its weight following the days behind each mean.
+        trust = torch.linspace(-1, 1, H) + 3.0 / days.transpose(1, 2)  # [B, N, H]
+        blend = gap * trust
         expected = (model.head(stacked) + hidden_state + blend).view(2, N, H, 1).transpose(1, 2)
         torch.testing.assert_close(out, expected)
         # Only the last input step's calendar enters.
@@ -177,10 +182,11 @@ def test_node_readout_reads_each_nodes_features_window_identity_time_of_day_and_
 def _slot_means(task, batch, leave_out=False, by_kind=True):
     """``[B, H, N]`` by hand: the mean of the training steps at the target's hour, over days of
     the target's kind (Monday-Friday or weekend; all days without ``by_kind``); with
-    ``leave_out`` without the target step."""
+    ``leave_out`` without the target step. And the number of those days, ``[B, H, N]``."""
     stamps = task.series.timestamps
     train = task.series.values[: task.splits.train_steps, :, 0]
     out = torch.zeros(*batch.y.shape[:2], N)
+    days = torch.zeros(*batch.y.shape[:2], N)
     for b, anchor in enumerate(batch.anchor.tolist()):
         for h in range(H):
             step = anchor + 1 + h
@@ -193,7 +199,8 @@ def _slot_means(task, batch, leave_out=False, by_kind=True):
                 and not (leave_out and s == step)
             ]
             out[b, h] = torch.from_numpy(train[same].mean(0))
-    return out
+            days[b, h] = len(same)
+    return out, days
 
 
 def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
@@ -211,23 +218,33 @@ def test_seasonal_prior_leaves_a_training_target_out_of_its_own_mean():
     for training in (False, True):
         for by_kind, module in ((True, prior), (False, pooled.prior)):
             module.train(training)
-            expected = _slot_means(task, batch, leave_out=training, by_kind=by_kind)
-            expected = task.scaler.transform(expected[..., None], slice(0, 1))
-            torch.testing.assert_close(module(batch), expected)
+            means, days = _slot_means(task, batch, leave_out=training, by_kind=by_kind)
+            expected = task.scaler.transform(means[..., None], slice(0, 1))
+            torch.testing.assert_close(module(batch), (expected, days[..., None]))
+    # The training steps run from Wednesday 1 January to Monday 6 January 16:00: four workdays
+    # behind the hours up to 16:00, three behind the later ones, two weekend days; one fewer
+    # when the target itself is left out.
+    hour_slot = torch.round(batch.y_tod * 12)
+    workdays = torch.where(hour_slot <= 8, 4.0, 3.0)
+    behind = torch.where(batch.y_dow < 5, workdays, 2.0)[..., None, None].expand(-1, -1, N, 1)
+    for training in (False, True):
+        assert torch.equal(prior.train(training)(batch)[1], behind - int(training))
     # The training target was left out: a different mean.
-    assert not torch.allclose(prior.train()(batch), prior.eval()(batch))
+    assert not torch.allclose(prior.train()(batch)[0], prior.eval()(batch)[0])
     # A kind of day without training values falls back to the mean over all days.
     weekend = batch.y_dow >= 5
-    workday_prior = prior.eval()(batch)
+    workday_prior, workday_days = prior.eval()(batch)
     prior.sums[1] = 0
     prior.counts[1] = 0
-    fallback = prior(batch)
+    fallback, fallback_days = prior(batch)
     torch.testing.assert_close(fallback[~weekend], workday_prior[~weekend])
+    torch.testing.assert_close(fallback_days[~weekend], workday_days[~weekend])
     slots = batch.y_tod * 12  # the weekend targets now see the workday means of their hour
     workday = task.batch(task.splits.train[:12])  # 12 consecutive workday anchors: every hour
     for b, h in weekend.nonzero().tolist():
         same = ((workday.y_tod * 12 - slots[b, h]).abs() < 1e-3).nonzero()[0]
-        torch.testing.assert_close(fallback[b, h], prior(workday)[same[0], same[1]])
+        torch.testing.assert_close(fallback[b, h], prior(workday)[0][same[0], same[1]])
+        assert torch.equal(fallback_days[b, h], workdays[b, h].expand(N, 1))  # the workdays
 
 
 def test_held_out_values_change_neither_graph_prior_nor_scaler_of_clean_model():
