@@ -5,6 +5,10 @@ full-range int64 draws) and applies a float keep-mask, instead of
 `torch.nn.functional.dropout`'s Bernoulli draw and bool mask: about 10x cheaper on a
 10M-element tensor. The drop probability is rounded to a multiple of 1/256 (0.1 -> 26/256 =
 0.1016) and kept values are scaled by the exact inverse keep rate, so the expectation is unchanged.
+
+`relu_dropout` fuses a ReLU in front: ``dropout(relu(x))`` as ``x * g`` with one saved float
+factor ``g`` (the keep scale where ``x > 0``, else 0), so the backward pass is one product
+instead of a mask rebuild and a ReLU backward.
 """
 
 from __future__ import annotations
@@ -52,18 +56,47 @@ class _ByteDropout(torch.autograd.Function):
         return grad * _keep_scale(random_bytes, ctx.threshold, grad.dtype), None
 
 
+class _ByteReluDropout(torch.autograd.Function):
+    """``dropout(relu(x))`` as ``x * g``, ``g`` the keep scale where ``x > 0`` and 0 elsewhere;
+    ``g`` is both the forward factor and the whole backward (the ReLU's derivative included)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: int) -> torch.Tensor:
+        factor = _keep_scale(_random_bytes(x.shape, x.device), threshold, x.dtype)
+        factor.mul_(x > 0)
+        ctx.save_for_backward(factor)
+        return x * factor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
+def _threshold(p: float) -> int:
+    """The drop probability as a byte threshold: drop where ``byte < threshold``."""
+    return round(p * 256)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout; on CPU with one random byte per element (see the module docstring)."""
     if not training or p <= 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training=True)
-    threshold = round(p * 256)
+    threshold = _threshold(p)
     if threshold == 0:
         return x
     if threshold >= 256:
         return torch.zeros_like(x)
     return _ByteDropout.apply(x, threshold)
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``dropout(relu(x), p)``: on CPU in training, fused (see the module docstring)."""
+    if not training or x.device.type != "cpu" or not 0 < _threshold(p) < 256:
+        return dropout(F.relu(x), p, training)
+    return _ByteReluDropout.apply(x, _threshold(p))
 
 
 class Dropout(nn.Module):

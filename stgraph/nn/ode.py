@@ -127,6 +127,37 @@ def pairwise_gated_mean(
     return total * (weight / (count * (count - 1)))
 
 
+class _MessageFilter(torch.autograd.Function):
+    """``clamp(local, glob - c, glob + c)`` for a scalar tensor ``c``, as
+    ``glob + clamp(local - glob, -c, c)`` with a hand-written backward that saves one tensor:
+    autograd's tensor-bound clamp saves both bounds and builds its three gradients with
+    ``where`` over full-size bool masks (1.8 ms against 0.85 ms for one 207-node window's
+    forward and backward). For ``c < 0`` the bounds cross and, as with ``torch.clamp``, every
+    value is ``glob + c``."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, glob: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        gap = local - glob
+        ctx.save_for_backward(gap, bound)
+        return glob + torch.clamp(gap, -bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gap, bound = ctx.saved_tensors
+        grad_local = grad * (gap.abs() <= bound).to(grad.dtype)  # 0 everywhere when c < 0
+        grad_glob = grad - grad_local
+        # d/dc: +1 above the band, -1 below it; +1 everywhere when the bounds cross.
+        outside = (grad_glob * torch.sign(gap)).sum()
+        grad_bound = torch.where(bound < 0, grad.sum(), outside).reshape(bound.shape)
+        return grad_local, grad_glob, grad_bound
+
+
+def message_filter(local: torch.Tensor, glob: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """GRAM-ODE's message filter: the local output clamped to ``glob +- bound`` (``bound`` a
+    one-element tensor), i.e. ``torch.clamp(local, glob - bound, glob + bound)``."""
+    return _MessageFilter.apply(local, glob, bound)
+
+
 class TemporalGate(nn.Module):
     """The shared temporal gate ``TA`` (``W3, W4 in R^{T x T}``, standard normal init)."""
 
@@ -245,9 +276,13 @@ class _GraphODEFunc(nn.Module):
 
 
 def _spread(operator: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``sum_m operator[n, m] h[b, m, ...]`` as one product on the node axis (no permutes)."""
+    """``sum_m operator[n, m] h[b, m, ...]`` as one batched product on the node axis.
+
+    ``bmm`` with the operator expanded (a view) rather than ``operator @ h``: broadcast
+    ``matmul`` of a matrix with a batch computes the transposed product and copies it back,
+    which made the forward and backward 1.5x slower (207 nodes, 768 columns)."""
     b, n = h.shape[:2]
-    return (operator @ h.reshape(b, n, -1)).view(h.shape)
+    return torch.bmm(operator.expand(b, n, n), h.reshape(b, n, -1)).view(h.shape)
 
 
 class GlobalODEFunc(_GraphODEFunc):
@@ -492,7 +527,7 @@ class GramODEModule(nn.Module):
         local = torch.stack(states, dim=3).view(b, n, t, c)  # time index = k * S + s
 
         bound = F.softplus(self.clip_c) if self.clip == "softplus" else self.clip_c
-        local = torch.clamp(local, glob - bound, glob + bound)  # the message filter
+        local = message_filter(local, glob, bound)
 
         terms = [self.lin_local(local), self.lin_global(glob)]
         if self.edge_mode != "off":

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stgraph.nn.dropout import Dropout
+from stgraph.nn.dropout import Dropout, relu_dropout
 
 
 class TemporalConvNet(nn.Module):
@@ -58,7 +58,7 @@ class TemporalConvNet(nn.Module):
         for width in widths:
             self.convs.append(nn.Conv1d(width_in, width, kernel_size))
             width_in = width
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout)  # its rate, applied fused with each level's ReLU
         self.downsample = (
             nn.Conv1d(in_channels, widths[-1], 1) if in_channels != widths[-1] else None
         )
@@ -72,7 +72,9 @@ class TemporalConvNet(nn.Module):
             return F.relu(x)  # the official stack never runs its convolutions here
         h = x
         for conv, dilation in zip(self.convs, self.dilations):
-            h = self.dropout(F.relu(causal_conv(h, conv.weight, conv.bias, dilation)))
+            h = relu_dropout(
+                causal_conv(h, conv.weight, conv.bias, dilation), self.dropout.p, self.training
+            )
         if self.downsample is None:
             residual = x
         else:

@@ -10,7 +10,7 @@ from stgraph.graphs.graph import Graph
 from stgraph.graphs.normalize import chebyshev_basis, scaled_laplacian
 from stgraph.nn import graph_conv
 from stgraph.nn.attention import MultiHeadAttention, TransformerBlock, neighbour_index
-from stgraph.nn.dropout import Dropout, dropout
+from stgraph.nn.dropout import Dropout, dropout, relu_dropout
 from stgraph.nn.encodings import (
     CalendarEmbedding,
     LaplacianEncoding,
@@ -234,6 +234,23 @@ def test_byte_dropout_rate_scale_and_gradient():
     assert layer(x) is x
     with pytest.raises(ValueError):
         Dropout(1.5)
+
+
+def test_relu_dropout_equals_dropout_of_relu_in_values_and_gradient():
+    x = torch.randn(50_000, requires_grad=True)
+    grad = torch.randn(50_000)
+    torch.manual_seed(2)
+    fused = relu_dropout(x, 0.2)
+    (fused_grad,) = torch.autograd.grad(fused, x, grad)
+    torch.manual_seed(2)  # the same random bytes, so the same mask
+    plain = dropout(torch.relu(x), 0.2)
+    (plain_grad,) = torch.autograd.grad(plain, x, grad)
+    torch.testing.assert_close(fused, plain)
+    torch.testing.assert_close(fused_grad, plain_grad)
+    dropped = (plain == 0) & (x > 0)
+    assert abs(dropped.float().mean().item() / (x > 0).float().mean().item() - 51 / 256) < 0.01
+    assert torch.equal(relu_dropout(x, 0.2, training=False), torch.relu(x))
+    assert torch.equal(relu_dropout(x, 0.0), torch.relu(x))
 
 
 def test_transformer_block_drops_only_the_branch_outputs():

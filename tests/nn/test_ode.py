@@ -18,6 +18,7 @@ from stgraph.nn.ode import (
     STGODEBlockODE,
     STGODEFunc,
     TemporalGate,
+    message_filter,
     mixing_weight,
     pairwise_gated_mean,
     solve,
@@ -111,6 +112,26 @@ def test_stgode_ode_block():
     h = torch.randn(2, 5, 12, 4)
     out = block(h, stgode_operator(torch.ones(5, 5)))
     assert out.shape == h.shape and (out >= 0).all()
+
+
+@pytest.mark.parametrize("c", [0.4, -0.3])
+def test_message_filter_matches_clamp_in_values_and_gradients(c):
+    # c < 0 is the official code's raw bound: the bounds cross and torch.clamp returns glob + c.
+    torch.manual_seed(5)
+    local = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    glob = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    bound = torch.tensor([c], dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    results = []
+    for filt in (message_filter, lambda lo, g, b: torch.clamp(lo, g - b, g + b)):
+        out = filt(local, glob, bound)
+        grads = torch.autograd.grad((out * weights).sum(), (local, glob, bound))
+        results.append((out, *grads))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference)
+    inside = ((local - glob).abs() <= c).sum().item()
+    assert (0 < inside < local.numel()) if c > 0 else inside == 0  # both regimes exercised
+    torch.autograd.gradcheck(message_filter, (local, glob, bound))
 
 
 def test_pairwise_gated_mean_equals_the_sum_over_ordered_pairs():
