@@ -20,6 +20,9 @@ class TrainConfig:
     )
     optimizer: str = option("adam", "adam | adamw | rmsprop")
     weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
+    warmup_steps: int = option(
+        0, "raise the learning rate linearly from 0 over the first N optimizer steps"
+    )
     scheduler: str = option("none", "none | step | multistep | cosine | plateau")
     scheduler_params: dict = option({}, "keyword arguments of the torch LR scheduler")
     clip_grad_norm: float | None = option(5.0, "clip the gradient norm to this value (None: off)")

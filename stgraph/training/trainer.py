@@ -144,6 +144,8 @@ class Trainer:
                 f"The training split has {len(task.splits.train)} windows, fewer than one batch "
                 f"of {config.batch_size}. Lower --batch-size or use more data."
             )
+        if config.warmup_steps < 0:
+            raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")
         if config.optimizer not in OPTIMIZERS:
             raise InputError(
                 f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'."
@@ -373,7 +375,8 @@ class Trainer:
                 if config.clip_grad_norm is not None:
                     self._scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-                self._scaler.step(self.optimizer)
+                with self._warmup((epoch - 1) * total + number):
+                    self._scaler.step(self.optimizer)
                 self._scaler.update()
                 loss_sum += loss.item()
                 count += 1
@@ -408,6 +411,28 @@ class Trainer:
                 self._scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
+
+    @contextlib.contextmanager
+    def _warmup(self, step: int):
+        """Scale every group's learning rate by ``step / warmup_steps`` (1-based) for this step.
+
+        The scheduler's own rates are restored afterwards: torch's epoch schedulers compute
+        each rate from the last one, so they must never see the scaled value. The factor
+        depends on the step number alone, so a resumed run warms up exactly as an unbroken one.
+        """
+        warmup = self.config.warmup_steps
+        if step >= warmup:
+            yield
+            return
+        groups = self.optimizer.param_groups
+        scheduled = [group["lr"] for group in groups]
+        for group, lr in zip(groups, scheduled):
+            group["lr"] = lr * step / warmup
+        try:
+            yield
+        finally:
+            for group, lr in zip(groups, scheduled):
+                group["lr"] = lr
 
     def _step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:

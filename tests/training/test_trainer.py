@@ -134,3 +134,34 @@ def test_lr_scales_give_named_parameters_their_own_rate_through_the_schedule(tmp
         Trainer(task, model, TrainConfig(lr_scales={"hea": 2}), tmp_path)
     with pytest.raises(InputError, match=r"lr_scales\['head'\] must be a positive number"):
         Trainer(task, model, TrainConfig(lr_scales={"head": 0}), tmp_path)
+
+
+def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(tmp_path):
+    task, context = _task_and_context()
+    base = {"lr": 1e-2, "lr_scales": {"head": 10}, "epochs": 2, "batch_size": 8}
+    cosine = {"scheduler": "cosine", "scheduler_params": {"T_max": 2}, "limit_batches": 2}
+
+    def rates(warmup_steps):
+        model = build_model("stid", {}, context)
+        config = TrainConfig(**base, **cosine, warmup_steps=warmup_steps, patience=None)
+        trainer = Trainer(task, model, config, tmp_path / str(warmup_steps), quiet=True)
+        seen, step = [], trainer.optimizer.step
+
+        def recording_step(*args, **kwargs):
+            seen.append([group["lr"] for group in trainer.optimizer.param_groups])
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = recording_step
+        trainer.fit()
+        flat = [rate for step_rates in seen for rate in step_rates]  # approx takes flat lists
+        return flat, [group["lr"] for group in trainer.optimizer.param_groups]
+
+    plain, plain_after = rates(0)
+    warmed, warmed_after = rates(3)
+    # Cosine over 2 epochs: 1e-2 in epoch 1, 5e-3 in epoch 2 (x10 for the head group).
+    assert plain == pytest.approx([1e-2, 1e-1] * 2 + [5e-3, 5e-2] * 2)
+    # Steps 1 and 2 at 1/3 and 2/3 of the scheduled rate, from step 3 on the schedule itself.
+    assert warmed == pytest.approx([1e-2 / 3, 1e-1 / 3, 2e-2 / 3, 2e-1 / 3, *plain[4:]])
+    assert warmed_after == pytest.approx(plain_after)  # the scheduler never saw a scaled rate
+    with pytest.raises(InputError, match="warmup_steps must be 0 or more"):
+        Trainer(task, build_model("stid", {}, context), TrainConfig(warmup_steps=-1), tmp_path)
