@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from stgraph.errors import InputError, TrainingDiverged
 from stgraph.metrics import ForecastMetrics
@@ -30,6 +29,7 @@ from stgraph.tasks.forecast import ForecastBatch, ForecastTask
 from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
+from stgraph.training.progress import progress
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 SCHEDULERS = {
@@ -361,7 +361,7 @@ class Trainer:
             limit=config.limit_batches,
         )
         loss_sum, count = 0.0, 0
-        with self._progress(total, f"epoch {epoch}/{config.epochs}") as bar:
+        with progress(total, f"epoch {epoch}/{config.epochs}", self.quiet) as bar:
             for number, batch in enumerate(batches, start=1):
                 batch = batch.to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -380,8 +380,8 @@ class Trainer:
                 self._scaler.update()
                 loss_sum += loss.item()
                 count += 1
-                bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+                bar.update(1)
         totals = torch.tensor([loss_sum, float(count)], dtype=torch.float64)
         loss_sum, count = distributed.all_reduce_sum(totals, self.dist).tolist()
         return loss_sum / max(count, 1)
@@ -441,17 +441,6 @@ class Trainer:
             self.scheduler.step(monitored)
         else:
             self.scheduler.step()
-
-    def _progress(self, total: int, description: str):
-        disabled = self.quiet or not sys.stderr.isatty()
-        return tqdm(
-            total=total,
-            desc=description,
-            leave=False,
-            disable=disabled,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
 
     def _report(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
         monitor = f"val_{self.monitor}"
