@@ -18,8 +18,8 @@ def test_log_progress_writes_a_line_per_interval_and_none_for_the_last_batch(mon
         for loss in ("3.5000", "3.2500", "3.1000", "3.0500", "3.0000"):
             bar.set_postfix(loss=loss)
             bar.update(1)
-    # Updates at 30 s and 61 s: a line at 61 s (2 batches, 30.5 s each, 3 to go); the next
-    # interval starts there, so 90 s and 130 s stay silent; the 5th batch is the last.
+    # A line at 61 s (2 batches, 30.5 s each, 3 to go), which starts the next interval: 90 s
+    # stays silent, 130 s (69 s on) writes, and the 5th batch is the last, so it writes nothing.
     assert out.getvalue() == (
         "epoch 2/8: 2/5 batches, loss 3.2500, 61s (about 92s to go)\n"
         "epoch 2/8: 4/5 batches, loss 3.0500, 130s (about 32s to go)\n"
