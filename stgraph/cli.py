@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serving_parsers(commands, models) -> None:
-    """``forecast``, ``job`` and ``models promote`` (see stgraph/forecast/run.py and jobs.py)."""
+    """``forecast``, ``job`` and ``models promote`` (see stgraph/serving/)."""
     promote = models.add_subparsers(dest="action").add_parser(
         "promote", help="point a registry alias (e.g. prod) at a model version"
     )
@@ -162,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
     from stgraph import pipeline
-    from stgraph.forecast.bundle import Forecaster
+    from stgraph.serving.bundle import Forecaster
     from stgraph.training.trainer import Trainer
 
     config = _config_of_run(args.run_id)
@@ -216,7 +216,7 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     if getattr(args, "action", None) == "promote":
-        from stgraph.forecast.run import promote
+        from stgraph.serving.registry import promote
 
         result = promote(args.name, args.version, args.alias)
         print(f"{result['model_uri']} -> version {result['version']}", file=sys.stderr)
@@ -239,7 +239,7 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_forecast(args: argparse.Namespace) -> dict[str, Any]:
-    from stgraph.forecast.run import forecast_command
+    from stgraph.serving.run import forecast_command
 
     result = forecast_command(
         args.model_uri, args.output, args.input, args.dataset, args.data_dir, args.as_of
@@ -249,7 +249,7 @@ def cmd_forecast(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_job(args: argparse.Namespace) -> dict[str, Any]:
-    from stgraph.forecast import jobs
+    from stgraph.serving import jobs
 
     if args.action == "run":
         return jobs.run_job(args.name, args.as_of, args.force)

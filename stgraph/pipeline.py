@@ -270,7 +270,8 @@ def _finish(
     config: FitConfig, prepared: Prepared, trainer: Trainer, tracker: Any, fit_seconds: float
 ) -> dict[str, Any]:
     """Score the best model on the test split and log the results, artifacts and model."""
-    from stgraph.forecast.bundle import save_bundle
+    from stgraph.serving.bundle import save_bundle
+    from stgraph.serving.pyfunc import log_pyfunc
     from stgraph.tracking.report import log_evaluation
 
     task, model = prepared.task, trainer.model
@@ -293,8 +294,6 @@ def _finish(
             tracker, test_metrics, task, predictions, Path(tmp), config.tracking.plot_nodes
         )
         version = (
-            tracker.log_model(bundle, config.tracking.register)
-            if config.tracking.log_model
-            else None
+            log_pyfunc(bundle, config.tracking.register) if config.tracking.log_model else None
         )
     return {"parameters": count_parameters(model), "test": test, "registered_version": version}

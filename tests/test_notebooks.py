@@ -130,7 +130,7 @@ def test_forecast_job_analysis(kernel, tmp_path):
     assert len(history) > 100  # one value per 30-minute tick over the ~5.6-day test period
     assert all(0 < m.value < 20 for m in history)
     assert "forecasts" in [a.path for a in client.list_artifacts(jobs["run_id"].iloc[0])]
-    if importlib.util.find_spec("stgraph.forecast.jobs") is not None:
+    if importlib.util.find_spec("stgraph.serving.jobs") is not None:
         # `stgraph job backfill` + `score` on the same ticks agree with the notebook's replay.
         assert "forecasts scored" in text(tagged(notebook, "job-commands"))
         compare = text(tagged(notebook, "job-compare"))

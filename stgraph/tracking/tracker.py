@@ -91,15 +91,6 @@ class Tracker:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         mlflow.log_figure(figure, artifact_file)
 
-    def log_model(self, bundle: Path, register: str | None) -> str | None:
-        """Log the bundle as a pyfunc model; register it as ``register`` if given.
-
-        Returns the registered version, if any.
-        """
-        from stgraph.tracking.pyfunc import log_pyfunc
-
-        return log_pyfunc(bundle, register)
-
 
 class NullTracker:
     """Stands in for `Tracker` on the non-zero ranks of a torchrun job: logs nothing."""

@@ -67,7 +67,7 @@ def trained_toy(home: Path) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("STGRAPH_HOME", "MLFLOW_TRACKING_URI"):
             patch.setenv(name, env[name])
-        from stgraph.forecast.run import promote
+        from stgraph.serving.registry import promote
 
         promote("toy", fit["registered_version"], "prod")
     _TRAINED[key] = {**fit, "csv": csv, "version": fit["registered_version"]}

@@ -15,9 +15,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from tests.serving.toy import store_env, toy_frame, trained_toy
 
 from stgraph.cli import main
-from tests.forecast.toy import store_env, toy_frame, trained_toy
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    import stgraph.forecast.run as run
+    import stgraph.serving.output as run
     from stgraph.cli import main
 
     marker = Path(sys.argv[1])
@@ -163,7 +163,7 @@ def test_job_run_is_idempotent_and_score_logs_mae_per_horizon(toy, tmp_path, cap
 
 
 def test_job_files_are_checked(tmp_path, capsys):
-    from stgraph.forecast.jobs import load_job
+    from stgraph.serving.jobs import load_job
 
     shipped = load_job("simulator")
     assert shipped.model_uri.startswith("models:/") and "{as_of}" in shipped.output

@@ -3,6 +3,6 @@ pickled Python object is stored with the model."""
 
 import mlflow
 
-from stgraph.tracking.pyfunc import StgraphPyfunc
+from stgraph.serving.pyfunc import StgraphPyfunc
 
 mlflow.models.set_model(StgraphPyfunc())

@@ -15,9 +15,9 @@ import time
 import mlflow
 import pandas as pd
 import pytest
+from tests.serving.toy import NODES, store_env, toy_frame, trained_toy
 
 from stgraph.cli import main
-from tests.forecast.toy import NODES, store_env, toy_frame, trained_toy
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def _leftovers(folder):
 
 
 def test_output_equals_forecaster_and_is_logged(toy, tmp_path, capsys):
-    from stgraph.forecast.bundle import Forecaster
+    from stgraph.serving.bundle import Forecaster
 
     as_of = "2024-01-02T12:00"
     out = tmp_path / "out" / "f.parquet"
@@ -107,7 +107,7 @@ def test_reruns_and_layouts_give_identical_output(toy, tmp_path, capsys):
         capsys, "models:/toy/1", "--input", toy["csv"], "--output", tmp_path / "a.csv"
     )
     assert code == 0, err
-    from stgraph.forecast.run import read_output
+    from stgraph.serving.output import read_output
 
     pd.testing.assert_frame_equal(
         read_output(tmp_path / "a.csv"), read_output(tmp_path / "a.parquet"), check_dtype=False
@@ -159,7 +159,7 @@ SLOW_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import stgraph.forecast.run as run
+    import stgraph.serving.output as run
     from stgraph.cli import main
 
     release = Path(sys.argv[1])
@@ -227,7 +227,7 @@ def test_zoned_as_of_against_a_naive_input_is_an_input_error():
     import pandas as pd
 
     from stgraph.errors import InputError
-    from stgraph.forecast.run import parse_timestamp
+    from stgraph.serving.history import parse_timestamp
 
     naive = SimpleNamespace(
         wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h"))
@@ -247,7 +247,7 @@ def test_unreadable_foreign_and_stale_bundles_are_input_errors(toy, tmp_path):
     import torch
 
     from stgraph.errors import InputError
-    from stgraph.forecast.bundle import Forecaster
+    from stgraph.serving.bundle import Forecaster
 
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{toy['run_id']}/checkpoint/model.pt", dst_path=str(tmp_path / "bundle")

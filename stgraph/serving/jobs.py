@@ -30,17 +30,10 @@ import pandas as pd
 
 from stgraph.config import from_dict, option, read_yaml_mapping
 from stgraph.errors import InputError, LockedError
-from stgraph.forecast.run import (
-    DEFAULT_EXPERIMENT,
-    ResolvedModel,
-    load_history,
-    output_complete,
-    output_format,
-    parse_timestamp,
-    read_output,
-    resolve_model,
-    write_forecast,
-)
+from stgraph.serving.history import load_history, parse_timestamp
+from stgraph.serving.output import output_complete, output_format, read_output
+from stgraph.serving.registry import ResolvedModel, resolve_model
+from stgraph.serving.run import DEFAULT_EXPERIMENT, write_forecast
 
 
 @dataclass

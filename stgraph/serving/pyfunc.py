@@ -16,7 +16,7 @@ class StgraphPyfunc(mlflow.pyfunc.PythonModel):
     column per node). Output: ``timestamp, node, horizon, value``."""
 
     def load_context(self, context) -> None:
-        from stgraph.forecast.bundle import Forecaster
+        from stgraph.serving.bundle import Forecaster
 
         self.forecaster = Forecaster.load(context.artifacts[BUNDLE_KEY])
 
