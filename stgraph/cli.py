@@ -22,6 +22,9 @@ def _fit_parser(commands) -> None:
     p = commands.add_parser("fit", help="train a model on a dataset and track it in MLflow")
     p.add_argument("dataset", help="dataset name (see `stgraph data list`) or a CSV/Parquet file")
     p.add_argument("--model", help="registered model name (see `stgraph models`)")
+    p.add_argument(
+        "--task", help="registered task name (see `stgraph tasks`); default: the pipeline's"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir")
     for sub in (p, info, download):
         sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p = commands.add_parser("tasks", help="the registered tasks, their settings and models")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p = commands.add_parser("models", help="the registered models and their settings")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     _serving_parsers(commands, p)
@@ -137,7 +143,9 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
             "data.null_value": args.null_value,
             "tracking.register": args.register,
         }
-        config = pipeline.resolve_config(args.dataset, args.model, args.config, args.set, flags)
+        config = pipeline.resolve_config(
+            args.dataset, args.model, args.task, args.config, args.set, flags
+        )
     return pipeline.fit(config, resume_run_id=args.resume, quiet=args.quiet)
 
 
@@ -159,28 +167,28 @@ def _config_of_run(run_id: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+    from pathlib import Path
+
     import mlflow
 
     from stgraph import pipeline
-    from stgraph.serving.bundle import Forecaster
+    from stgraph.serving.bundle import load_predictor
     from stgraph.training.trainer import Trainer
 
     config = _config_of_run(args.run_id)
     if args.data_dir:
         config.data.data_dir = args.data_dir
     path = mlflow.artifacts.download_artifacts(f"runs:/{args.run_id}/checkpoint/model.pt")
-    forecaster = Forecaster.load(path)
-    prepared = pipeline.prepare(config)
-    model = forecaster.model
-    import tempfile
-    from pathlib import Path
-
+    model = load_predictor(path).model
+    task = pipeline.prepare(config)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(prepared.task, model, config.train, Path(tmp), quiet=True)
+        trainer = Trainer(task, model, config.train, Path(tmp), quiet=True)
         test = trainer.evaluate("test")
     return {
         "run_id": args.run_id,
-        "dataset": prepared.raw.series.name,
+        "task": task.name,
+        "dataset": task.dataset_name,
         "model": config.model.name,
         "test": test,
     }
@@ -213,8 +221,6 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
-    import dataclasses
-
     if getattr(args, "action", None) == "promote":
         from stgraph.serving.registry import promote
 
@@ -227,15 +233,41 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     listing = {}
     for name in MODELS.names():
         cls = MODELS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name}: {doc}")
-        fields = {}
-        for f in dataclasses.fields(cls.config_class):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            fields[f.name] = default
-            print(f"    {f.name} = {default!r}  {f.metadata.get('help', '')}")
-        listing[name] = fields
+        print(f"{name} ({cls.task} task): {_summary(cls)}")
+        listing[name] = _print_fields(cls.config_class)
     return {"models": listing}
+
+
+def cmd_tasks(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.models import MODELS
+    from stgraph.tasks import TASKS
+
+    listing = {}
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        models = [m for m in MODELS.names() if MODELS.get(m).task == name]
+        print(f"{name}: {_summary(cls)}")
+        print(f"    models: {', '.join(models)} (default {cls.default_model})")
+        listing[name] = {"params": _print_fields(cls.config_class), "models": models}
+    return {"tasks": listing}
+
+
+def _summary(cls: type) -> str:
+    """The first sentence of a docstring, however many lines it spans."""
+    text = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+    return text.split(". ")[0].rstrip(".") + "." if text else ""
+
+
+def _print_fields(config_class: type) -> dict[str, Any]:
+    """Print a config dataclass's fields with defaults and help; return the defaults."""
+    import dataclasses
+
+    fields = {}
+    for f in dataclasses.fields(config_class):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        fields[f.name] = default
+        print(f"    {f.name} = {default!r}  {f.metadata.get('help', '')}")
+    return fields
 
 
 def cmd_forecast(args: argparse.Namespace) -> dict[str, Any]:
@@ -263,6 +295,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "data": cmd_data,
     "models": cmd_models,
+    "tasks": cmd_tasks,
     "forecast": cmd_forecast,
     "job": cmd_job,
 }
@@ -271,15 +304,36 @@ COMMANDS = {
 def _print_summary(command: str, result: dict[str, Any]) -> None:
     if command not in ("fit", "evaluate"):
         return
-    test = result["test"]
-    columns = sorted(
-        {name[3:] if name.startswith("mae") else None for name in test} - {None},
-        key=lambda c: (c.startswith("_"), int(c.strip("@_avg"))),
-    )
     print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
-    print(f"  {'':6}" + "".join(f"{c.lstrip('@_'):>10}" for c in columns))
-    for metric in ("mae", "rmse", "mape"):
-        print(f"  {metric:6}" + "".join(f"{test[metric + c]:>10.4f}" for c in columns))
+    for line in metrics_table(result["test"]):
+        print(f"  {line}")
+
+
+def metrics_table(metrics: dict[str, float]) -> list[str]:
+    """Metrics of any task as a table: ``name@k`` and ``name_avgk`` are rows by name and
+    columns by ``k`` (``3``, ``avg12``); names without a step follow on one line."""
+    import re
+
+    cells: dict[str, dict[str, float]] = {}
+    plain = {}
+    for name, value in metrics.items():
+        match = re.fullmatch(r"(.+?)(?:@(\d+)|_(avg\d+))", name)
+        if match:
+            cells.setdefault(match[1], {})[match[2] or match[3]] = value
+        else:
+            plain[name] = value
+    columns = sorted(
+        {c for row in cells.values() for c in row},
+        key=lambda c: (c.startswith("avg"), int(c.removeprefix("avg"))),
+    )
+    width = max([len(n) for n in cells] + [4])
+    lines = [f"{'':{width}}" + "".join(f"{c:>10}" for c in columns)] if cells else []
+    for name, row in cells.items():
+        values = (f"{row[c]:>10.4f}" if c in row else f"{'':>10}" for c in columns)
+        lines.append(f"{name:{width}}" + "".join(values))
+    if plain:
+        lines.append("  ".join(f"{k} {v:.4g}" for k, v in plain.items()))
+    return lines
 
 
 def _json_safe(value: Any) -> Any:

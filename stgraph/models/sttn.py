@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from stgraph.config import option
 from stgraph.errors import InputError
 from stgraph.graphs.normalize import scaled_laplacian
-from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.models.base import MODELS, ForecastModel, ModelConfig
 from stgraph.nn.attention import TransformerBlock, neighbour_index
 from stgraph.nn.dropout import Dropout
 from stgraph.nn.encodings import (
@@ -34,7 +34,7 @@ from stgraph.nn.encodings import (
     SinusoidalPositionalEncoding,
 )
 from stgraph.nn.graph_conv import ChebConv, GatedFusion
-from stgraph.tasks.forecast import ForecastBatch
+from stgraph.tasks.forecast import ForecastContext, ForecastInputs
 
 SPATIAL_ENCODINGS = ("laplacian", "learnable", "none")
 TEMPORAL_ENCODINGS = ("learnable", "sinusoidal", "none")
@@ -138,7 +138,7 @@ class Sttn(ForecastModel):
 
     config_class = SttnConfig
 
-    def __init__(self, config: SttnConfig, context: ModelContext) -> None:
+    def __init__(self, config: SttnConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         if config.spatial_encoding not in SPATIAL_ENCODINGS:
             raise InputError(f"sttn: spatial_encoding must be one of {SPATIAL_ENCODINGS}.")
@@ -178,8 +178,8 @@ class Sttn(ForecastModel):
             nn.Linear(config.head_dim, context.horizon * context.out_channels),
         )
 
-    def forward(self, batch: ForecastBatch) -> torch.Tensor:
-        x, mask = batch.x, batch.x_mask
+    def forward(self, inputs: ForecastInputs) -> torch.Tensor:
+        x, mask = inputs.x, inputs.x_mask
         b, _, n, _ = x.shape
         # Unobserved inputs carry no information whatever value they hold.
         x = x.masked_fill(~mask, 0.0)
@@ -189,7 +189,7 @@ class Sttn(ForecastModel):
         # All additive encodings summed on their small shapes first, then one broadcast add.
         enc = torch.zeros(1, 1, 1, h.shape[-1], dtype=h.dtype, device=h.device)
         if self.calendar is not None:
-            enc = enc + self.calendar(batch.x_tod, batch.x_dow)[:, :, None]
+            enc = enc + self.calendar(inputs.x_tod, inputs.x_dow)[:, :, None]
         if self.time_encoding is not None:
             enc = enc + self.time_encoding()[None, :, None]
         if self.node_encoding is not None:
@@ -269,7 +269,7 @@ class SttnFaithful(ForecastModel):
 
     config_class = SttnFaithfulConfig
 
-    def __init__(self, config: SttnFaithfulConfig, context: ModelContext) -> None:
+    def __init__(self, config: SttnFaithfulConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         if config.spatial_table_init not in ("eigenvectors", "normal"):
             raise InputError("sttn-faithful: spatial_table_init must be eigenvectors or normal.")
@@ -366,10 +366,10 @@ class SttnFaithful(ForecastModel):
         o = self.fc2_bias(self.fc2(o))
         return o[:, None]
 
-    def forward(self, batch: ForecastBatch) -> torch.Tensor:
+    def forward(self, inputs: ForecastInputs) -> torch.Tensor:
         if self.training:
-            return self.step(batch.x)
-        return self.rollout(batch.x, self.context.horizon)
+            return self.step(inputs.x)
+        return self.rollout(inputs.x, self.context.horizon)
 
     def rollout(self, x: torch.Tensor, steps: int) -> torch.Tensor:
         """Autoregressive forecast of ``steps`` steps: each prediction becomes the newest input

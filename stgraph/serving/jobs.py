@@ -1,5 +1,5 @@
-"""Scheduled forecast jobs: one YAML file says which model forecasts from which input, where the
-tables go and how often.
+"""Scheduled prediction jobs, for every task: one YAML file says which model predicts from which
+input, where the tables go and how often.
 
 A job file (``pipelines/jobs/NAME.yaml``, or any path)::
 
@@ -30,7 +30,6 @@ import pandas as pd
 
 from stgraph.config import from_dict, option, read_yaml_mapping
 from stgraph.errors import InputError, LockedError
-from stgraph.serving.history import load_history, parse_timestamp
 from stgraph.serving.output import output_complete, output_format, read_output
 from stgraph.serving.registry import ResolvedModel, resolve_model
 from stgraph.serving.run import DEFAULT_EXPERIMENT, write_forecast
@@ -117,17 +116,17 @@ def output_path(spec: JobSpec, as_of: pd.Timestamp) -> Path:
 
 def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
     model = resolve_model(spec.model_uri)
-    history = load_history(model.forecaster, spec.input, spec.dataset, spec.data_dir)
+    history = model.predictor.read_input(spec.input, spec.dataset, spec.data_dir)
     return model, history
 
 
 def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, force: bool):
     """Forecast each tick; skip those with a complete output (unless ``force``)."""
-    expected = model.forecaster.horizon * len(model.forecaster.node_ids)
+    expected, ids = model.predictor.rows_per_prediction, model.predictor.id_columns
     done, skipped, locked = [], [], []
     for stamp in stamps:
         path = output_path(spec, stamp)
-        if not force and output_complete(path, expected):
+        if not force and output_complete(path, expected, ids):
             skipped.append(str(path))
             print(f"stgraph: {spec.name} {stamp}: {path} is complete, skipped", file=sys.stderr)
             continue
@@ -152,25 +151,27 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
 def run_job(name: str, as_of: str | None = None, force: bool = False) -> dict[str, Any]:
     """One tick: ``as_of`` (default: the last timestamp of the input)."""
     spec = load_job(name)
-    model, history = _open(spec)
-    last = pd.DatetimeIndex(history.wide.index)[-1]
-    stamp = last if as_of is None else parse_timestamp(as_of, history, "--as-of")
-    return _ticks(model, history, [stamp], spec, force)
+    model, data = _open(spec)
+    predictor = model.predictor
+    stamp = (
+        predictor.last_time(data) if as_of is None else predictor.parse_time(as_of, data, "--as-of")
+    )
+    return _ticks(model, data, [stamp], spec, force)
 
 
 def backfill_job(name: str, start: str, end: str, force: bool = False) -> dict[str, Any]:
     """Every tick from ``start`` to ``end`` (both included) at the job's frequency."""
     spec = load_job(name)
-    model, history = _open(spec)
-    first = parse_timestamp(start, history, "--start")
-    last = parse_timestamp(end, history, "--end")
+    model, data = _open(spec)
+    first = model.predictor.parse_time(start, data, "--start")
+    last = model.predictor.parse_time(end, data, "--end")
     if last < first:
         raise InputError(f"--end {end} is before --start {start}.")
     stamps = list(pd.date_range(first, last, freq=spec.frequency))
-    return _ticks(model, history, stamps, spec, force)
+    return _ticks(model, data, stamps, spec, force)
 
 
-def _past_forecasts(spec: JobSpec) -> tuple[pd.DataFrame, int]:
+def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
     """Every readable output of the job, concatenated."""
     pattern = "".join(
         literal + ("*" if field else "")
@@ -183,7 +184,7 @@ def _past_forecasts(spec: JobSpec) -> tuple[pd.DataFrame, int]:
         if path.name.startswith("."):
             continue  # a writer's temporary file
         try:
-            frames.append(read_output(path))
+            frames.append(read_output(path, id_columns))
         except Exception:  # an unreadable file is not a forecast; score the rest
             print(f"stgraph: {spec.name}: cannot read {path}, not scored", file=sys.stderr)
     if not frames:
@@ -202,20 +203,9 @@ def score_job(name: str) -> dict[str, Any]:
     """
     started = time.perf_counter()
     spec = load_job(name)
-    model, history = _open(spec)
-    forecasts, files = _past_forecasts(spec)
-    actual = history.wide.stack().rename("actual").reset_index()  # NaN (missing) rows drop
-    actual.columns = ["timestamp", "node", "actual"]
-    tz = pd.DatetimeIndex(history.wide.index).tz
-    for column in ("timestamp", "as_of"):
-        stamps = pd.DatetimeIndex(forecasts[column])
-        if (stamps.tz is None) != (tz is None):
-            stamps = stamps.tz_localize(tz) if tz is not None else stamps.tz_localize(None)
-        forecasts[column] = stamps.as_unit("ns")
-    actual["timestamp"] = pd.DatetimeIndex(actual["timestamp"]).as_unit("ns")
-    forecasts["node"] = forecasts["node"].astype(str)
-    joined = forecasts.merge(actual, on=["timestamp", "node"], how="inner")
-    joined["error"] = (joined["value"] - joined["actual"]).abs()
+    model, data = _open(spec)
+    forecasts, files = _past_forecasts(spec, model.predictor.id_columns)
+    joined = model.predictor.realised_errors(forecasts, data)
     by_horizon = joined.groupby("horizon")["error"].agg(["mean", "count"])
     by_as_of = joined.groupby("as_of")["error"].mean()
     result = {

@@ -1,4 +1,4 @@
-"""One training loop for every forecast model.
+"""One training loop for every task and model, typed against the `Task` protocol alone.
 
 Early stopping and model selection use the validation split only; the test split is scored once,
 with the best validation model, after training. Every epoch ends with an atomic checkpoint of the
@@ -23,9 +23,8 @@ from typing import Any
 import torch
 
 from stgraph.errors import InputError, TrainingDiverged
-from stgraph.metrics import ForecastMetrics
-from stgraph.models.base import ForecastModel
-from stgraph.tasks.forecast import ForecastBatch, ForecastTask
+from stgraph.models.base import Model
+from stgraph.tasks.base import Batch, Task
 from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
@@ -127,8 +126,8 @@ class Trainer:
 
     def __init__(
         self,
-        task: ForecastTask,
-        model: ForecastModel,
+        task: Task,
+        model: Model,
         config: TrainConfig,
         run_dir: Path,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -139,10 +138,10 @@ class Trainer:
             raise InputError(f"train.epochs must be positive, got {config.epochs}.")
         if config.batch_size <= 0:
             raise InputError(f"train.batch_size must be positive, got {config.batch_size}.")
-        if len(task.splits.train) < config.batch_size:
+        if task.num_samples("train") < config.batch_size:
             raise InputError(
-                f"The training split has {len(task.splits.train)} windows, fewer than one batch "
-                f"of {config.batch_size}. Lower --batch-size or use more data."
+                f"The training split has {task.num_samples('train')} samples, fewer than one "
+                f"batch of {config.batch_size}. Lower --batch-size or use more data."
             )
         if config.warmup_steps < 0:
             raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")
@@ -170,7 +169,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
-        self.monitor = config.monitor or f"mae_avg{task.horizon}"
+        self.monitor = config.monitor or task.monitor
+        self.maximize = task.goal(self.monitor) == "max"
         self.optimizer = None
         self.scheduler = None
         if model.trainable:
@@ -180,16 +180,17 @@ class Trainer:
                 weight_decay=config.weight_decay,
             )
             if config.scheduler != "none":
-                self.scheduler = _build_scheduler(
-                    config.scheduler, self.optimizer, config.scheduler_params
-                )
+                params = dict(config.scheduler_params)
+                if config.scheduler == "plateau":  # follows the monitored metric's direction
+                    params.setdefault("mode", "max" if self.maximize else "min")
+                self.scheduler = _build_scheduler(config.scheduler, self.optimizer, params)
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool = False) -> FitResult:
         """Train (or, for a model with nothing to learn by gradient, just fit its statistics)."""
         config = self.config
-        self.model.fit_train(self.task)
+        self.model.fit_train(self.task.train_view)
         if not self.model.trainable:
             metrics = self.evaluate("val")
             if self.on_epoch:
@@ -214,7 +215,7 @@ class Trainer:
                 raise InputError(
                     f"train.monitor '{self.monitor}' is not a validation metric: {sorted(val)}."
                 )
-            improved = monitored < state["best_value"] - config.min_delta
+            improved = self._improves(monitored, state["best_value"])
             if improved:
                 state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
                 state["best_state"] = {
@@ -254,14 +255,13 @@ class Trainer:
             gc.collect()  # the wrapper sits in reference cycles (its hooks hold it)
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Masked metrics of ``split`` in the data's units."""
+        """The task's metrics of ``split``, accumulated over the whole split."""
         return self.predict_split(split, collect=False)[0].compute()
 
     @torch.no_grad()
-    def predict_split(
-        self, split: str, collect: bool = True
-    ) -> tuple[ForecastMetrics, torch.Tensor | None]:
-        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts [S, H, N, F].
+    def predict_split(self, split: str, collect: bool = True) -> tuple[Any, list[Any] | None]:
+        """The accumulated metrics of ``split`` and, if ``collect``, the task's prediction of
+        each batch (on the CPU), in order.
 
         Without ``collect`` and under torchrun, each process scores its share of the windows and
         the sums are added across processes (every rank must call it); with ``collect`` the
@@ -280,14 +280,14 @@ class Trainer:
         ):
             batch = batch.to(self.device)
             with self._autocast():
-                output = self.model(batch)
-            prediction = self.task.predict(output.float(), split)
-            metrics.update(prediction, batch.y, batch.y_mask)
+                output = self.model(batch.inputs)
+            prediction = self.task.predict(_as_float(output), batch, split)
+            self.task.update_metrics(metrics, prediction, batch)
             if collect:
-                outputs.append(prediction.cpu())
+                outputs.append(_to_cpu(prediction))
         if shard.enabled:
             metrics.load_state(distributed.all_reduce_sum(metrics.state(), shard))
-        return metrics, (torch.cat(outputs) if collect else None)
+        return metrics, (outputs if collect else None)
 
     # ------------------------------------------------------------------ internals
     def _initial_state(self, resume: bool) -> dict[str, Any]:
@@ -308,7 +308,7 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         return {
             "epoch": 0,
-            "best_value": math.inf,
+            "best_value": -math.inf if self.maximize else math.inf,
             "best_epoch": 0,
             "bad_epochs": 0,
             "best_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
@@ -386,10 +386,15 @@ class Trainer:
         loss_sum, count = distributed.all_reduce_sum(totals, self.dist).tolist()
         return loss_sum / max(count, 1)
 
-    def _accumulate_gradients(self, batch: ForecastBatch) -> torch.Tensor:
-        """Forward and backward one batch, in micro-batches if configured; returns the loss."""
+    def _accumulate_gradients(self, batch: Batch) -> torch.Tensor:
+        """Forward and backward one batch, in micro-batches if configured; returns its loss.
+
+        Each micro-batch back-propagates its loss sum divided by the weight of the whole batch
+        (over every DDP rank), so the gradients add up to those of one full-batch loss exactly,
+        however the batch is cut and however many processes share it.
+        """
         size = self.config.micro_batch_size
-        parts = batch.split(size) if size and size < batch.x.shape[0] else [batch]
+        parts = batch.split(size) if size and size < len(batch) else [batch]
         total = torch.zeros((), device=self.device)
         normalizer = None
         for index, part in enumerate(parts):
@@ -402,15 +407,28 @@ class Trainer:
             )
             with sync:
                 with self._autocast():
-                    output = self.network(part)
+                    output = self.network(part.inputs)
+                output = _as_float(output)
                 if normalizer is None:
-                    normalizer = batch.y_mask[:, : output.shape[1]].sum()
-                loss = self.task.loss(output.float(), part, normalizer)
+                    normalizer = self._normalizer(self.task.loss_weight(batch, output))
+                loss = self.task.loss(output, part).total / normalizer
                 if not torch.isfinite(loss):
                     return loss
                 self._scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
+
+    def _normalizer(self, weight: torch.Tensor) -> torch.Tensor:
+        """The whole batch's loss weight, added over the ranks and divided by their number
+        (DDP averages the ranks' gradients)."""
+        if not self.dist.enabled:
+            return weight.clamp_min(1)
+        summed = distributed.all_reduce_sum(weight.detach().double().clone(), self.dist)
+        return (summed / self.dist.world_size).clamp_min(1 / self.dist.world_size).float()
+
+    def _improves(self, value: float, best: float) -> bool:
+        delta = self.config.min_delta
+        return value > best + delta if self.maximize else value < best - delta
 
     @contextlib.contextmanager
     def _warmup(self, step: int):
@@ -454,3 +472,14 @@ class Trainer:
     def _log(self, message: str) -> None:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
+
+
+def _as_float(output: Any) -> Any:
+    """A model's output in float32 (mixed precision computes in half precision)."""
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    return type(output)(_as_float(o) for o in output) if isinstance(output, tuple) else output
+
+
+def _to_cpu(prediction: Any) -> Any:
+    return prediction.cpu() if isinstance(prediction, torch.Tensor) else prediction
