@@ -85,40 +85,8 @@ from stgraph.nn.encodings import CalendarEmbedding, NodeEmbedding, day_slot
 from stgraph.nn.ode import GramODEModule, NodeAttention, STGODEBlockODE, stgode_operator
 from stgraph.nn.temporal_conv import TemporalConvNet
 
-RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
-    # Official run_stode.py/args.py: SmoothL1 on the raw scale, AdamW, MultiStepLR, early stop 30
-    # epochs on validation MAPE.
-    "gram-ode": {
-        "loss": "huber",
-        "optimizer": "adamw",
-        "lr": 2e-4,
-        "weight_decay": 0.01,
-        "scheduler": "multistep",
-        "scheduler_params": {"milestones": [15, 50, 105, 145], "gamma": 0.13},
-        "batch_size": 64,
-        "epochs": 200,
-        "patience": 30,
-        "select_on": "val_mape",
-        "seed": 100,
-    },
-    # Official STGODE: AdamW 2e-3, StepLR(50, 0.5), batch 16, 200 epochs, best val RMSE.
-    "stgode": {
-        "loss": "mae",
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "scheduler": "step",
-        "scheduler_params": {"step_size": 50, "gamma": 0.5},
-        "batch_size": 16,
-        "epochs": 200,
-        "select_on": "val_rmse",
-        "seed": 2,
-    },
-}
-RECOMMENDED_TRAINING["gram-ode-faithful"] = {
-    **RECOMMENDED_TRAINING["gram-ode"],
-    "normalization": "per_split (data.normalization; stgraph.data.scaler.per_split_scalers)",
-}
+# The official training recipes of GRAM-ODE and STGODE, and the per-split scaling of the faithful
+# variant, are pipeline presets: see pipelines/_pems-flow.yaml.
 
 
 # ----------------------------------------------------------------------------- configs
