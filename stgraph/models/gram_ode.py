@@ -63,6 +63,7 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,13 @@ from stgraph.nn.temporal_conv import TemporalConvNet
 
 
 # ----------------------------------------------------------------------------- configs
+def _redefault(parent: type, name: str, default: Any) -> Any:
+    """Field ``name`` of dataclass ``parent`` with another default and the same help text, for
+    a subclass that changes only the default (so the help is written once)."""
+    (field,) = (f for f in dataclasses.fields(parent) if f.name == name)
+    return option(default, field.metadata["help"])
+
+
 @dataclass
 class ODEBackboneConfig(ModelConfig):
     """Settings shared by STGODE and GRAM-ODE: the TCN, the branches and the solver."""
@@ -135,9 +143,7 @@ class GramODEConfig(ODEBackboneConfig):
     )
     clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
     mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
-    last_value_skip: bool = option(
-        True, "add the last observed target value to every horizon (the net learns the change)"
-    )
+    last_value_skip: bool = _redefault(ODEBackboneConfig, "last_value_skip", True)
     node_readout: bool = option(
         True, "add a per-node readout (features, node and calendar embeddings) to the head"
     )
@@ -156,22 +162,17 @@ class GramODEConfig(ODEBackboneConfig):
 
 @dataclass
 class GramODEFaithfulConfig(GramODEConfig):
-    tcn_bug: bool = option(True, "reproduce the official TCN residual precedence bug")
-    clip: str = option("raw", "message-filter bound: softplus(c) or raw c (official)")
-    mask_init: str = option("randn", "init of the learnable N x N mask: zeros or randn (official)")
-    dtw_faithful: bool = option(True, "DTW graph from all days, linking pairs near the mean")
-    last_value_skip: bool = option(
-        False, "add the last observed target value to every horizon (the net learns the change)"
-    )
-    node_readout: bool = option(
-        False, "add a per-node readout (features, node and calendar embeddings) to the head"
-    )
-    seasonal_prior: bool = option(
-        False, "feed the readout the training split's mean at each target time (needs the readout)"
-    )
-    readout_window: bool = option(
-        False, "feed the readout each node's input window of the targets, less its last value"
-    )
+    """`GramODEConfig` with the official code's quirks on and the additions off: only the
+    defaults that differ are overridden, so a field added to `GramODEConfig` reaches this one."""
+
+    tcn_bug: bool = _redefault(GramODEConfig, "tcn_bug", True)
+    clip: str = _redefault(GramODEConfig, "clip", "raw")
+    mask_init: str = _redefault(GramODEConfig, "mask_init", "randn")
+    dtw_faithful: bool = _redefault(GramODEConfig, "dtw_faithful", True)
+    last_value_skip: bool = _redefault(GramODEConfig, "last_value_skip", False)
+    node_readout: bool = _redefault(GramODEConfig, "node_readout", False)
+    seasonal_prior: bool = _redefault(GramODEConfig, "seasonal_prior", False)
+    readout_window: bool = _redefault(GramODEConfig, "readout_window", False)
 
 
 @dataclass

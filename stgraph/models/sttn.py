@@ -181,6 +181,10 @@ class Sttn(ForecastModel):
         return out.view(b, n, self.context.horizon, -1).transpose(1, 2)
 
 
+# Not derived from SttnConfig: the release is another architecture (one block, one head, no
+# calendar, no encodings or neighbourhoods to choose), so most SttnConfig fields would be accepted
+# here and do nothing. The names both have (embed_dim, ffn_dim, cheb_order, dropout, head_dim)
+# default to the release's values, and dropout here covers the transformer layers only.
 @dataclass
 class SttnFaithfulConfig(ModelConfig):
     lift_dim: int = option(32, "Channels of the 1x1 input lift (release: 32).")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.models import MODELS, ModelContext, build_model
-from stgraph.models.sttn import SttnFaithful
+from stgraph.models.sttn import SttnFaithful, SttnFaithfulConfig
 from stgraph.tasks.forecast import ForecastBatch
 
 N, W, H, B = 9, 12, 12, 3
@@ -215,3 +217,19 @@ def test_faithful_parameters_match_a_hand_count_of_the_release_layers():
         counts[top] = counts.get(top, 0) + parameter.numel()
     assert counts == expected
     assert sum(counts.values()) == 11578  # the sum of the hand counts above
+
+
+def test_faithful_config_defaults_are_the_release_values():
+    # SttnFaithfulConfig stands alone (see its comment), so all its defaults are pinned here;
+    # dropout and head_dim are the ones that differ from SttnConfig's.
+    assert dataclasses.asdict(SttnFaithfulConfig()) == {
+        "lift_dim": 32,
+        "embed_dim": 64,
+        "ffn_dim": 128,
+        "cheb_order": 3,
+        "graph_weight": 0.1,
+        "dropout": 0.1,
+        "head_dim": 512,
+        "head_dropout": 0.2,
+        "spatial_table_init": "eigenvectors",
+    }
