@@ -63,6 +63,7 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -87,43 +88,18 @@ from stgraph.nn.ode import GramODEModule, NodeAttention, STGODEBlockODE, stgode_
 from stgraph.nn.temporal_conv import TemporalConvNet
 from stgraph.tasks.forecast import ForecastContext
 
-RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
-    # Official run_stode.py/args.py: SmoothL1 on the raw scale, AdamW, MultiStepLR, early stop 30
-    # epochs on validation MAPE.
-    "gram-ode": {
-        "loss": "huber",
-        "optimizer": "adamw",
-        "lr": 2e-4,
-        "weight_decay": 0.01,
-        "scheduler": "multistep",
-        "scheduler_params": {"milestones": [15, 50, 105, 145], "gamma": 0.13},
-        "batch_size": 64,
-        "epochs": 200,
-        "patience": 30,
-        "select_on": "val_mape",
-        "seed": 100,
-    },
-    # Official STGODE: AdamW 2e-3, StepLR(50, 0.5), batch 16, 200 epochs, best val RMSE.
-    "stgode": {
-        "loss": "mae",
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "scheduler": "step",
-        "scheduler_params": {"step_size": 50, "gamma": 0.5},
-        "batch_size": 16,
-        "epochs": 200,
-        "select_on": "val_rmse",
-        "seed": 2,
-    },
-}
-RECOMMENDED_TRAINING["gram-ode-faithful"] = {
-    **RECOMMENDED_TRAINING["gram-ode"],
-    "normalization": "per_split (data.normalization; stgraph.data.scaler.per_split_scalers)",
-}
+# The official training recipes of GRAM-ODE and STGODE, and the per-split scaling of the faithful
+# variant, are pipeline presets: see pipelines/_pems-flow.yaml.
 
 
 # ----------------------------------------------------------------------------- configs
+def _redefault(parent: type, name: str, default: Any) -> Any:
+    """Field ``name`` of dataclass ``parent`` with another default and the same help text, for
+    a subclass that changes only the default (so the help is written once)."""
+    (field,) = (f for f in dataclasses.fields(parent) if f.name == name)
+    return option(default, field.metadata["help"])
+
+
 @dataclass
 class ODEBackboneConfig(ModelConfig):
     """Settings shared by STGODE and GRAM-ODE: the TCN, the branches and the solver."""
@@ -169,9 +145,7 @@ class GramODEConfig(ODEBackboneConfig):
     )
     clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
     mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
-    last_value_skip: bool = option(
-        True, "add the last observed target value to every horizon (the net learns the change)"
-    )
+    last_value_skip: bool = _redefault(ODEBackboneConfig, "last_value_skip", True)
     node_readout: bool = option(
         True, "add a per-node readout (features, node and calendar embeddings) to the head"
     )
@@ -190,22 +164,17 @@ class GramODEConfig(ODEBackboneConfig):
 
 @dataclass
 class GramODEFaithfulConfig(GramODEConfig):
-    tcn_bug: bool = option(True, "reproduce the official TCN residual precedence bug")
-    clip: str = option("raw", "message-filter bound: softplus(c) or raw c (official)")
-    mask_init: str = option("randn", "init of the learnable N x N mask: zeros or randn (official)")
-    dtw_faithful: bool = option(True, "DTW graph from all days, linking pairs near the mean")
-    last_value_skip: bool = option(
-        False, "add the last observed target value to every horizon (the net learns the change)"
-    )
-    node_readout: bool = option(
-        False, "add a per-node readout (features, node and calendar embeddings) to the head"
-    )
-    seasonal_prior: bool = option(
-        False, "feed the readout the training split's mean at each target time (needs the readout)"
-    )
-    readout_window: bool = option(
-        False, "feed the readout each node's input window of the targets, less its last value"
-    )
+    """`GramODEConfig` with the official code's quirks on and the additions off: only the
+    defaults that differ are overridden, so a field added to `GramODEConfig` reaches this one."""
+
+    tcn_bug: bool = _redefault(GramODEConfig, "tcn_bug", True)
+    clip: str = _redefault(GramODEConfig, "clip", "raw")
+    mask_init: str = _redefault(GramODEConfig, "mask_init", "randn")
+    dtw_faithful: bool = _redefault(GramODEConfig, "dtw_faithful", True)
+    last_value_skip: bool = _redefault(GramODEConfig, "last_value_skip", False)
+    node_readout: bool = _redefault(GramODEConfig, "node_readout", False)
+    seasonal_prior: bool = _redefault(GramODEConfig, "seasonal_prior", False)
+    readout_window: bool = _redefault(GramODEConfig, "readout_window", False)
 
 
 @dataclass

@@ -16,7 +16,12 @@ from stgraph.data.series import Series
 from stgraph.data.windows import split_samples
 from stgraph.graphs.graph import Graph
 from stgraph.models.base import ModelContext, build_model
-from stgraph.models.gram_ode import RECOMMENDED_TRAINING
+from stgraph.models.gram_ode import (
+    GramODEConfig,
+    GramODEFaithfulConfig,
+    ODEBackboneConfig,
+    STGODEConfig,
+)
 from stgraph.tasks.forecast import ForecastTask
 
 N, W, H = 6, 12, 12
@@ -88,7 +93,6 @@ def test_forward_backward_and_save_load(name, params):
     with torch.no_grad():
         torch.testing.assert_close(clone(batch), expected)
     torch.testing.assert_close(clone.semantic_operator, model.semantic_operator)
-    assert name in RECOMMENDED_TRAINING
 
 
 def test_faithful_switches_are_on():
@@ -100,6 +104,36 @@ def test_faithful_switches_are_on():
     clean = build_model("gram-ode", SMALL, _context(task)).config
     assert not clean.tcn_bug and clean.clip == "softplus" and not clean.dtw_faithful
     assert clean.last_value_skip and clean.node_readout
+
+
+def _help(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+
+def test_faithful_config_differs_from_the_clean_one_only_in_the_quirks():
+    clean = dataclasses.asdict(GramODEConfig())
+    faithful = dataclasses.asdict(GramODEFaithfulConfig())
+    assert list(faithful) == list(clean)  # same fields in the same order
+    assert {k: v for k, v in faithful.items() if v != clean[k]} == {
+        "tcn_bug": True,
+        "clip": "raw",
+        "mask_init": "randn",
+        "dtw_faithful": True,
+        "last_value_skip": False,
+        "node_readout": False,
+        "seasonal_prior": False,
+        "readout_window": False,
+    }
+    assert _help(GramODEFaithfulConfig) == _help(GramODEConfig)
+
+
+def test_stgode_config_is_the_backbone_plus_its_time_grid():
+    assert dataclasses.asdict(STGODEConfig()) == {
+        **dataclasses.asdict(ODEBackboneConfig()),
+        "t_grid": [0.0, 6.0],
+    }
+    assert not STGODEConfig().last_value_skip and GramODEConfig().last_value_skip
+    assert _help(GramODEConfig)["last_value_skip"] == _help(STGODEConfig)["last_value_skip"]
 
 
 @pytest.mark.parametrize(("name", "params"), [("gram-ode", SMALL), ("stgode", SMALL_STGODE)])
