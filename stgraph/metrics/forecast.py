@@ -41,10 +41,6 @@ class ForecastMetrics:
         self._sums[3] += mask.sum(dims).cpu()
         self._ape_count += nonzero.sum(dims).cpu()
 
-    def merge(self, other: ForecastMetrics) -> None:
-        self._sums += other._sums
-        self._ape_count += other._ape_count
-
     def state(self) -> torch.Tensor:
         """The accumulated sums as one tensor, for an all-reduce across processes."""
         return torch.cat([self._sums.flatten(), self._ape_count])

@@ -1,0 +1,12 @@
+"""Split-level metrics: sums and counts accumulated over every batch, computed once at the end.
+
+- :mod:`stgraph.metrics.forecast`: masked MAE / RMSE / MAPE per horizon step (``ForecastMetrics``).
+
+Every accumulator follows :class:`~stgraph.metrics.base.SplitMetrics`: ``update(...)`` per batch,
+``state()`` / ``load_state()`` for a cross-process all-reduce (the state is a sum, so summing the
+states of shards gives the state of the whole split), and ``compute()`` for named results.
+"""
+
+from stgraph.metrics.forecast import METRICS, ForecastMetrics, mlflow_key
+
+__all__ = ["METRICS", "ForecastMetrics", "mlflow_key"]
