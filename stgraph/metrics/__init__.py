@@ -7,6 +7,7 @@ Every accumulator follows :class:`~stgraph.metrics.base.SplitMetrics`: ``update(
 states of shards gives the state of the whole split), and ``compute()`` for named results.
 """
 
-from stgraph.metrics.forecast import METRICS, ForecastMetrics, mlflow_key
+from stgraph.metrics.base import SplitMetrics
+from stgraph.metrics.forecast import DEFAULT_MAPE_THRESHOLD, METRICS, ForecastMetrics, mlflow_key
 
-__all__ = ["METRICS", "ForecastMetrics", "mlflow_key"]
+__all__ = ["DEFAULT_MAPE_THRESHOLD", "METRICS", "ForecastMetrics", "SplitMetrics", "mlflow_key"]
