@@ -111,6 +111,10 @@ class Loss:
         total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
         return cls(torch.as_tensor(total), weight, dict(terms))
 
+    def mean(self) -> torch.Tensor:
+        """The batch's loss on its own: ``total / weight`` (a weight of 0 counts as 1)."""
+        return self.total / self.weight.clamp_min(1)
+
 
 @dataclass(frozen=True)
 class ModelContext:

@@ -9,9 +9,9 @@ import torch
 
 from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
-from stgraph.models import MODELS, ModelContext, build_model
+from stgraph.models import MODELS, build_model
 from stgraph.models.sttn import SttnFaithful, SttnFaithfulConfig
-from stgraph.tasks.forecast import ForecastBatch
+from stgraph.tasks.forecast import ForecastContext, ForecastInputs
 
 N, W, H, B = 9, 12, 12, 3
 SMALL = {"embed_dim": 16, "num_layers": 2, "num_heads": 2, "ffn_dim": 16, "head_dim": 32}
@@ -25,23 +25,21 @@ def graph() -> Graph:
     return Graph(index, torch.linspace(0.5, 1.0, index.shape[1]), N)
 
 
-def context(channels: int = 1) -> ModelContext:
-    return ModelContext(N, channels, 1, W, H, 288, graph())
+def context(channels: int = 1) -> ForecastContext:
+    return ForecastContext(N, channels, 1, W, H, 288, graph())
 
 
-def batch(channels: int = 1, seed: int = 0) -> ForecastBatch:
+def batch(channels: int = 1, seed: int = 0) -> ForecastInputs:
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(B, W, N, channels, generator=g) > 0.2
     x = torch.where(mask, torch.randn(B, W, N, channels, generator=g), 0.0)
-    return ForecastBatch(
+    return ForecastInputs(
         x=x,
         x_mask=mask,
         x_tod=torch.arange(W).float().repeat(B, 1) / 288,
         x_dow=torch.zeros(B, W, dtype=torch.long),
         y_tod=(torch.arange(H).float() + W).repeat(B, 1) / 288,
         y_dow=torch.zeros(B, H, dtype=torch.long),
-        y=torch.randn(B, H, N, 1, generator=g),
-        y_mask=torch.ones(B, H, N, 1, dtype=torch.bool),
         anchor=torch.arange(B),
     )
 
@@ -84,19 +82,17 @@ def test_sttn_shapes_and_gradients(params):
 def test_sttn_ignores_unobserved_values_and_uses_the_mask():
     model = build_model("sttn", SMALL, context()).eval()
     data = batch()
-    poked = batch()
-    poked.x = torch.where(poked.x_mask, poked.x, 123.0)  # garbage where unobserved
+    poked = dataclasses.replace(data, x=torch.where(data.x_mask, data.x, 123.0))  # garbage
     assert torch.allclose(model(data), model(poked))
-    hidden = batch()
-    hidden.x_mask = hidden.x_mask.clone()
+    hidden = dataclasses.replace(data, x_mask=data.x_mask.clone())
     hidden.x_mask[:, -1] = False
     assert not torch.allclose(model(data), model(hidden))
 
 
 def test_sttn_uses_the_calendar():
     model = build_model("sttn", SMALL, context()).eval()
-    data, shifted = batch(), batch()
-    shifted.x_tod = shifted.x_tod + 0.5
+    data = batch()
+    shifted = dataclasses.replace(data, x_tod=data.x_tod + 0.5)
     assert not torch.allclose(model(data), model(shifted))
 
 

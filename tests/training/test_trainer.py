@@ -5,7 +5,7 @@ import torch
 from stgraph.data.windows import split_samples
 from stgraph.errors import InputError, TrainingDiverged
 from stgraph.graphs.graph import Graph
-from stgraph.models import ForecastModel, ModelContext, build_model
+from stgraph.models import ForecastModel, build_model
 from stgraph.tasks.forecast import ForecastTask
 from stgraph.training.checkpoint import load_checkpoint
 from stgraph.training.config import TrainConfig
@@ -20,7 +20,7 @@ def _task_and_context(steps=200):
     splits = split_samples(series.timestamps, 4, 2)
     graph = Graph(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), 3)
     task = ForecastTask(series, graph, splits, 4, 2)
-    return task, ModelContext(3, 1, 1, 4, 2, series.steps_per_day, graph)
+    return task, task.context
 
 
 class _Exploding(ForecastModel):
@@ -28,8 +28,8 @@ class _Exploding(ForecastModel):
         super().__init__(config, context)
         self.weight = torch.nn.Parameter(torch.ones(1))
 
-    def forward(self, batch):
-        return batch.x[:, :2] * self.weight * float("nan")
+    def forward(self, inputs):
+        return inputs.x[:, :2] * self.weight * float("nan")
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
@@ -90,7 +90,7 @@ def test_bad_settings_are_input_errors(tmp_path):
 def test_micro_batches_give_the_full_batch_gradient(tmp_path):
     task, context = _task_and_context()
     batch = next(task.batches("train", 16))
-    batch.y_mask[0, :, 0] = False  # uneven observed counts across micro-batches
+    batch.targets.y_mask[0, :, 0] = False  # uneven observed counts across micro-batches
 
     def gradients(micro):
         torch.manual_seed(0)
