@@ -7,7 +7,9 @@ import pytest
 
 from stgraph.cli import main
 
-METRIC_NAMES = {f"{m}{s}" for m in ("mae", "rmse", "mape") for s in ("@3", "@6", "@12", "_avg12")}
+METRIC_NAMES = {
+    f"{m}{s}" for m in ("mae", "rmse", "mape") for s in ("@3", "@6", "@12", "_avg12")
+} | {"mape_skipped_targets"}
 
 
 def _json_out(capsys, argv):

@@ -51,7 +51,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         "--set",
         "tracking.log_model=false",
         "--set",
-        "tracking.plot_nodes=0",
+        "task.params.plot_nodes=0",
     ]
     reference = _fit(*args, "--json")
 

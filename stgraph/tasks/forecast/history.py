@@ -5,15 +5,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from stgraph.errors import InputError
 
-if TYPE_CHECKING:
-    from stgraph.tasks.forecast.predictor import Forecaster
+
+class Forecaster(Protocol):
+    """What the history checks read of a served model (`predictor.Forecaster`)."""
+
+    node_ids: list[str]
+    freq: pd.Timedelta
+    null_value: str
 
 
 @dataclass
