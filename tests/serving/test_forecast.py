@@ -225,9 +225,9 @@ def test_zoned_as_of_against_a_naive_input_is_an_input_error():
     from types import SimpleNamespace
 
     import pandas as pd
-    from stgraph.serving.history import parse_timestamp
 
     from stgraph.errors import InputError
+    from stgraph.tasks.forecast.history import parse_timestamp
 
     naive = SimpleNamespace(
         wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h"))

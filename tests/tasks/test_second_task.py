@@ -264,7 +264,7 @@ def test_a_second_task_trains_tracks_early_stops_on_a_maximum_and_serves(tmp_pat
     assert summary["epochs"] == len(history) == min(12, summary["best_epoch"] + 2)
     assert summary["epochs"] < 12, "a logistic model plateaus well before 12 epochs"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "checkpoint", "predictions", "model"} <= artifacts
+    assert {"config.yaml", "checkpoint", "predictions"} <= artifacts
 
     # Served through the public API: the bundle, and the logged MLflow pyfunc.
     bundle = mlflow.artifacts.download_artifacts(
