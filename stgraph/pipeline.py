@@ -236,7 +236,8 @@ def _finish(
         bundle = Path(tmp) / "model.pt"
         save_bundle(bundle, task, model, config.model.name, to_dict(config))
         tracker.log_artifact(bundle, "checkpoint")
-        tracker.log_report(task.report("test", test_metrics, predictions), Path(tmp))
+        report = task.report("test", test_metrics, predictions, config.model.name)
+        tracker.log_report(report, Path(tmp))
         version = (
             log_pyfunc(bundle, config.tracking.register) if config.tracking.log_model else None
         )

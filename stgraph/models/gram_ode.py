@@ -32,7 +32,7 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
     - ``dtw_faithful=False``: the DTW graph uses the training steps only and links the most
       similar pairs (the paper's definition), not pairs near the mean DTW distance from all days.
     - Normalisation: the task's train-only scaler. The official per-split scaling (test inputs
-      scaled with test statistics) is ``data.normalization: per_split``, which the
+      scaled with test statistics) is ``task.params.normalization: per_split``, which the
       ``gram-ode-faithful`` preset of the PEMS pipelines switches on (parity runs only).
     - The edge ODE is computed in closed form for the one-Euler-step grid (exact, no
       ``[B, N, N, T]`` tensor); other solvers use the dense state.

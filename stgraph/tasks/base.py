@@ -189,6 +189,8 @@ class Task(ABC):
     predictor_class: ClassVar[type[Predictor]]
     #: the model a pipeline without a ``model.name`` uses
     default_model: ClassVar[str]
+    #: what one sample is called in messages ("windows", "sessions")
+    sample_noun: ClassVar[str] = "samples"
     #: the data's name (run names, experiments, error messages)
     dataset_name: str
     context: ModelContext
@@ -249,17 +251,15 @@ class Task(ABC):
     @abstractmethod
     def update_metrics(self, metrics: SplitMetrics, prediction: Any, batch: Batch) -> None: ...
 
-    def report(self, split: str, metrics: SplitMetrics, predictions: list[Any]) -> Report:
-        """Figures and tables of a scored split (default: none)."""
+    def report(
+        self, split: str, metrics: SplitMetrics, predictions: list[Any], model_name: str
+    ) -> Report:
+        """Figures and tables of a scored split (default: none); ``model_name`` for titles."""
         return Report()
 
     @abstractmethod
     def export(self) -> dict[str, Any]:
         """What ``predictor_class`` needs besides the model: scalers, ids, the input signature."""
-
-    def model_config(self) -> dict[str, Any]:
-        """The task's resolved settings, for the tracker's params (default: none)."""
-        return {}
 
 
 TASKS: Registry[type[Task]] = Registry("task", packages=("stgraph.tasks",))

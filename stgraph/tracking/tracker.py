@@ -94,11 +94,8 @@ class Tracker:
 
     def log_report(self, report: Report, workdir: Path) -> None:
         """A task's report: each figure as a PNG, each table as Parquet, at its artifact path."""
-        import matplotlib.pyplot as plt
-
         for artifact_file, figure in report.figures.items():
             self.log_figure(figure, artifact_file)
-            plt.close(figure)
         for artifact_file, table in report.tables.items():
             path = workdir / Path(artifact_file).name
             table.to_parquet(path, index=False)

@@ -140,8 +140,8 @@ class Trainer:
             raise InputError(f"train.batch_size must be positive, got {config.batch_size}.")
         if task.num_samples("train") < config.batch_size:
             raise InputError(
-                f"The training split has {task.num_samples('train')} samples, fewer than one "
-                f"batch of {config.batch_size}. Lower --batch-size or use more data."
+                f"The training split has {task.num_samples('train')} {task.sample_noun}, fewer "
+                f"than one batch of {config.batch_size}. Lower --batch-size or use more data."
             )
         if config.warmup_steps < 0:
             raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")

@@ -188,7 +188,7 @@ class RiseTask(Task):
     def update_metrics(self, metrics: Accuracy, prediction, batch: Batch) -> None:
         metrics.update(prediction, batch.targets)
 
-    def report(self, split, metrics, predictions) -> Report:
+    def report(self, split, metrics, predictions, model_name) -> Report:
         probabilities = torch.cat(predictions).numpy()
         return Report(tables={"predictions/p_rise.parquet": pd.DataFrame(probabilities)})
 

@@ -32,18 +32,17 @@ def predictions_frame(task, predictions: torch.Tensor, split: str = "test") -> p
     )
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure outside pyplot: no display and no global backend switch (cron, CI, notebooks)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # headless: runs from cron and CI have no display
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def horizon_figure(per_step: dict[str, list[float]], title: str, units: str, step: str):
     """Test MAE and RMSE at each horizon step, in the data's units."""
-    figure, axis = _pyplot().subplots(figsize=(6, 3.5))
+    figure = _figure(figsize=(6, 3.5))
+    axis = figure.subplots()
     steps = np.arange(1, len(per_step["mae"]) + 1)
     for name, values in per_step.items():
         axis.plot(steps, values, marker="o", label=name.upper())
@@ -59,9 +58,8 @@ def horizon_figure(per_step: dict[str, list[float]], title: str, units: str, ste
 def forecast_figure(frame: pd.DataFrame, nodes: int, horizon: int, title: str, units: str):
     """Truth and the ``horizon``-step-ahead forecast over the test period for a few nodes."""
     chosen = list(frame["node"].cat.categories[:nodes])
-    figure, axes = _pyplot().subplots(
-        len(chosen), 1, figsize=(9, 2.2 * len(chosen)), sharex=True, squeeze=False
-    )
+    figure = _figure(figsize=(9, 2.2 * len(chosen)))
+    axes = figure.subplots(len(chosen), 1, sharex=True, squeeze=False)
     subset = frame[(frame["horizon"] == horizon) & frame["node"].isin(chosen)]
     for axis, node in zip(axes[:, 0], chosen):
         rows = subset[subset["node"] == node]
@@ -82,13 +80,13 @@ def forecast_figure(frame: pd.DataFrame, nodes: int, horizon: int, title: str, u
 
 
 def forecast_report(
-    task, split: str, metrics, predictions: torch.Tensor, plot_nodes: int
+    task, split: str, metrics, predictions: torch.Tensor, model_name: str, plot_nodes: int
 ) -> Report:
     """The plots and the prediction table of ``split`` (``metrics``: its ForecastMetrics)."""
     series = task.series
     units = str(series.attrs.get("units", "") or "")
     step = _step_text(series.freq)
-    name = f"{series.name}, {split} split"
+    name = f"{model_name} on {series.name}, {split} split"
     report = Report()
     report.figures[f"plots/{split}_error_by_horizon.png"] = horizon_figure(
         metrics.per_step(), f"Error by horizon: {name}", units, step

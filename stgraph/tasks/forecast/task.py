@@ -85,6 +85,7 @@ class ForecastTask(Task):
     config_class = ForecastConfig
     predictor_class = Forecaster
     default_model = "stid"
+    sample_noun = "windows"
 
     def __init__(
         self,
@@ -279,9 +280,14 @@ class ForecastTask(Task):
         metrics.update(prediction, batch.targets.y, batch.targets.y_mask)
 
     def report(
-        self, split: str, metrics: ForecastMetrics, predictions: list[torch.Tensor]
+        self,
+        split: str,
+        metrics: ForecastMetrics,
+        predictions: list[torch.Tensor],
+        model_name: str,
     ) -> Report:
-        return forecast_report(self, split, metrics, torch.cat(predictions), self.plot_nodes)
+        predictions = torch.cat(predictions)
+        return forecast_report(self, split, metrics, predictions, model_name, self.plot_nodes)
 
     # ------------------------------------------------------------------ serving
     def export(self) -> dict[str, Any]:
