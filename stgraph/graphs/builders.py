@@ -224,32 +224,8 @@ def from_edge_list(
     unknown: Literal["error", "drop"] = "error",
     what: str = "edge list",
 ) -> Graph:
-    """A graph from rows ``(from, to[, weight])`` whose ends are node ids.
-
-    Columns are taken by position (the header names vary: ``cost``, ``distance``...); without a
-    third column every weight is 1. Ids are compared as strings, so ``400001`` in a CSV matches
-    the node id ``"400001"``. Every row becomes an edge, zero weights included (a zero distance
-    is real). The parsing is `stgraph.data.edges.parse_edge_list`'s; this wraps its arrays.
-
-    Args:
-        edges: a DataFrame or ``[E, 2|3]`` array.
-        node_ids: the node order; ``node_ids[i]`` is node i.
-        duplicates: for a (from, to) pair listed more than once, keep the ``"first"`` or
-            ``"last"`` row (DCRNN's loop keeps the last), the ``"min"``/``"max"``/``"mean"``
-            weight, or raise (``"error"``).
-        symmetric: also add j -> i for each i -> j; where the file lists both directions the
-            listed one wins, except for ``"min"``/``"max"``/``"mean"`` which combine both.
-        unknown: rows naming an id outside ``node_ids`` raise (``"error"``) or are skipped
-            (``"drop"``, DCRNN's rule for a distance file covering more sensors than the graph).
-        what: how to name the input in error messages (e.g. its file name).
-
-    Returns:
-        The graph, edges sorted by (from, to).
-
-    Raises:
-        InputError: bad shape, unknown ids, duplicate node ids, non-numeric or NaN weights, or
-            duplicate pairs under ``duplicates="error"``.
-    """
+    """A `Graph` of the edges `stgraph.data.edges.parse_edge_list` reads from rows
+    ``(from, to[, weight])`` whose ends are node ids: the same arguments and the same errors."""
     src, dst, weight = parse_edge_list(
         edges, node_ids, duplicates=duplicates, symmetric=symmetric, unknown=unknown, what=what
     )
