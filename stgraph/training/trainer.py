@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from stgraph.errors import InputError, TrainingDiverged
+from stgraph.metrics import SplitMetrics
 from stgraph.models.base import Model
 from stgraph.tasks.base import Batch, Task
 from stgraph.training import distributed
@@ -259,7 +260,9 @@ class Trainer:
         return self.predict_split(split, collect=False)[0].compute()
 
     @torch.no_grad()
-    def predict_split(self, split: str, collect: bool = True) -> tuple[Any, list[Any] | None]:
+    def predict_split(
+        self, split: str, collect: bool = True
+    ) -> tuple[SplitMetrics, list[Any] | None]:
         """The accumulated metrics of ``split`` and, if ``collect``, the task's prediction of
         each batch (on the CPU), in order.
 
