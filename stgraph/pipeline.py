@@ -117,7 +117,7 @@ def resolve_config(
     for key, value in (flags or {}).items():
         if value is not None:
             set_path(data, key, value)
-    config = from_dict(FitConfig, data, "config")
+    config = from_dict(FitConfig, data)
     # Typos and bad values fail here, before any data is read; the resolved settings (defaults
     # included) are what MLflow logs and the bundle keeps.
     task_class = TASKS.get(config.task.name)

@@ -87,7 +87,11 @@ def load_job(name_or_path: str) -> JobSpec:
                 f"No job named '{name_or_path}' in {jobs_dir()} (known: {', '.join(known)}); "
                 "or give the path of a job file."
             )
-    spec = from_dict(JobSpec, read_yaml_mapping(path, "Job file"), "job")
+    data = read_yaml_mapping(path, "Job file")
+    try:
+        spec = from_dict(JobSpec, data)
+    except InputError as exc:
+        raise InputError(f"Job file {path}: {exc}") from None
     spec.name = spec.name or path.stem
     where = f"Job file {path}"
     for key in ("model_uri", "output", "frequency"):
@@ -215,6 +219,7 @@ def score_job(name: str) -> dict[str, Any]:
         "scored_rows": len(joined),
         "realised_mae": float(joined["error"].mean()) if len(joined) else None,
         "mae_by_horizon": {int(h): float(row["mean"]) for h, row in by_horizon.iterrows()},
+        "rows_by_horizon": {int(h): int(row["count"]) for h, row in by_horizon.iterrows()},
     }
     result["run_id"] = _log_scores(spec, model, result, by_horizon, by_as_of, started)
     return result

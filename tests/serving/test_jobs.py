@@ -161,6 +161,16 @@ def test_job_run_is_idempotent_and_score_logs_mae_per_horizon(toy, tmp_path, cap
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "realised_mae_by_as_of")
     assert len(history) == 5  # one point per forecast time: drift shows as a trend
 
+    # Without --json the command prints the realised error per horizon as a table.
+    assert main(["job", "score", str(job)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert out.splitlines()[1].split() == ["horizon", "mae", "rows"]
+    assert list(rows) == [str(h) for h in range(1, 13)] + ["all"]
+    assert float(rows["3"][0]) == pytest.approx(expected, abs=1e-4) and rows["3"][1] == "20"
+    assert float(rows["all"][0]) == pytest.approx(score["realised_mae"], abs=1e-4)
+    assert rows["all"][1] == str(5 * 12 * 4) and "240 of 288 forecast rows" in out
+
 
 def test_job_files_are_checked(tmp_path, capsys):
     from stgraph.serving.jobs import load_job
