@@ -1,6 +1,6 @@
 """The ``stgraph`` command line: train and re-score models (fit, evaluate), datasets (data list,
 data info, data download), the registered models and tasks with every setting (models, tasks),
-and forecasts from logged models (forecast, job run/backfill/score).
+forecasts from logged models (forecast, job run/backfill/score) and local checkpoints (runs clean).
 
 Exit codes: 0 success; 2 bad input or usage (one-paragraph message, no traceback); 1 internal
 error (traceback with ``--debug``); 75 another process holds the lock of the output (forecast,
@@ -104,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     _serving_parsers(commands, p)
+    p = commands.add_parser("runs", help="local checkpoints of fits (what --resume reads)")
+    runs = p.add_subparsers(dest="action", required=True)
+    clean = runs.add_parser(
+        "clean",
+        help="remove the checkpoints of runs that are not RUNNING (FINISHED runs remove their own)",
+    )
+    clean.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="only checkpoints last written at least DAYS days ago",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    _output_flags(clean)
     return parser
 
 
@@ -379,6 +393,14 @@ def cmd_job(args: argparse.Namespace) -> dict[str, Any]:
     return jobs.score_job(args.name)
 
 
+def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.tracking.checkpoints import clean
+
+    if args.older_than is not None and not args.older_than >= 0:
+        raise InputError(f"--older-than must be 0 or more days, got {args.older_than}.")
+    return clean(args.older_than, args.dry_run)
+
+
 COMMANDS = {
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
@@ -387,6 +409,7 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "forecast": cmd_forecast,
     "job": cmd_job,
+    "runs": cmd_runs,
 }
 
 
@@ -399,13 +422,16 @@ def _print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
     elif args.command == "job" and args.action == "score":
         for line in score_table(result):
             print(line)
+    elif args.command == "runs":
+        for line in clean_report(result):
+            print(line)
 
 
 def score_table(result: dict[str, Any]) -> list[str]:
     """``stgraph job score``: the realised MAE and the scored rows per horizon step."""
     lines = [
         f"job {result['job']}: {result['scored_rows']} of {result['forecast_rows']} forecast "
-        f"rows scored, from {result['forecast_files']} files; MLflow run "
+        f"rows scored, from {result['forecast_files']} files ({result['output']}); MLflow run "
         f"{result['run_id']}"
     ]
     if not result["mae_by_horizon"]:
@@ -416,6 +442,29 @@ def score_table(result: dict[str, Any]) -> list[str]:
         rows = result["rows_by_horizon"][horizon]
         lines.append(f"  {horizon:>7} {mae:>10.4f} {rows:>8}")
     lines.append(f"  {'all':>7} {result['realised_mae']:>10.4f} {result['scored_rows']:>8}")
+    return lines
+
+
+def clean_report(result: dict[str, Any]) -> list[str]:
+    """``stgraph runs clean``: one line per removed folder, then the totals and what was kept."""
+    verb = "would remove" if result["dry_run"] else "removed"
+    lines = [
+        f"{verb} {entry['run_id']}  {entry['status']:<8} {entry['bytes'] / 1e6:8.1f} MB  "
+        f"last written {entry['modified']}"
+        for entry in result["removed"]
+    ]
+    lines.append(
+        f"{verb} {len(result['removed'])} checkpoint folder(s) in {result['runs_dir']}, "
+        f"{result['freed_bytes'] / 1e6:.1f} MB"
+    )
+    reasons: dict[str, int] = {}
+    for entry in result["kept"]:
+        reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    if reasons:
+        lines.append(
+            f"kept {len(result['kept'])}: "
+            + "; ".join(f"{count} {reason}" for reason, count in reasons.items())
+        )
     return lines
 
 

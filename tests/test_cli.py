@@ -65,13 +65,33 @@ def test_download_offline_fails_fast_naming_files(capsys, tmp_path, monkeypatch)
 
 
 # ----------------------------------------------------------------------------- issue #19
+def _tiny_csv(path):
+    """300 five-minute steps x 3 nodes: enough for a one-epoch STID fit in a second."""
+    import numpy as np
+    import pandas as pd
+
+    t = np.arange(300)
+    columns = {f"s{i}": 50.0 + 10.0 * np.sin(t / 7.0 + i) for i in range(3)}
+    stamps = pd.date_range("2024-01-01", periods=300, freq="5min")
+    pd.DataFrame({"timestamp": stamps, **columns}).to_csv(path, index=False)
+    return path
+
+
+TINY_FIT = [
+    "--model", "stid", "--epochs", "2", "--batch-size", "16", "--quiet",
+    "--set", "model.params.hidden=8", "--set", "model.params.num_layers=1",
+    "--set", "tracking.log_model=false", "--set", "task.params.plot_nodes=0",
+    "--set", "train.patience=null",
+]  # fmt: skip
+
+
 def test_help_names_existing_commands_and_every_fit_flag(capsys):
     from stgraph.cli import build_parser
 
     parser = build_parser()
     top = parser.format_help()
     assert "describe" not in top  # `data describe` does not exist; `data info` does
-    assert "data info" in top
+    assert "data info" in top and "runs clean" in top
     assert "130 interrupted by Ctrl-C" in top and "143 terminated by SIGTERM" in top
     commands = parser._subparsers._group_actions[0].choices
     data = commands["data"]._subparsers._group_actions[0].choices
@@ -193,3 +213,61 @@ def test_sigterm_exits_143_and_ctrl_c_130_with_the_run_killed(capsys, monkeypatc
         assert run.data.tags["interrupt-test"] == run.info.run_id
         assert run.info.status == "KILLED"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the run
+
+
+def test_finished_fit_removes_its_checkpoints_killed_keeps_them_runs_clean_prunes(
+    capsys, tmp_path, monkeypatch
+):
+    import os
+
+    from stgraph.tracking.store import runs_dir
+    from stgraph.tracking.tracker import Tracker
+
+    csv = _tiny_csv(tmp_path / "tiny.csv")
+    finished = _json_out(capsys, ["fit", str(csv), *TINY_FIT, "--json"])
+    assert not (runs_dir() / finished["run_id"]).exists()  # the model is in MLflow
+    # Nothing to resume, and asking leaves the finished run as it was.
+    assert main(["fit", str(csv), "--resume", finished["run_id"]]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    client = mlflow.MlflowClient()
+    assert client.get_run(finished["run_id"]).info.status == "FINISHED"
+
+    log_metrics = Tracker.log_metrics
+
+    def stop_after_epoch_1(self, metrics, step=0, prefix=""):
+        log_metrics(self, metrics, step, prefix)
+        if step == 1:
+            raise KeyboardInterrupt  # Ctrl-C once the first epoch's checkpoint is written
+
+    monkeypatch.setattr(Tracker, "log_metrics", stop_after_epoch_1)
+    assert main(["fit", str(csv), *TINY_FIT]) == 130
+    killed = mlflow.last_active_run().info.run_id
+    monkeypatch.setattr(Tracker, "log_metrics", log_metrics)
+    assert client.get_run(killed).info.status == "KILLED"
+    assert (runs_dir() / killed / "checkpoint.pt").is_file()  # for --resume
+
+    experiment = client.get_run(killed).info.experiment_id
+    running = client.create_run(experiment).info.run_id  # a fit in progress elsewhere
+    (runs_dir() / running).mkdir()
+    (runs_dir() / running / "checkpoint.pt").write_bytes(b"x")
+    stranger = runs_dir() / ("f" * 32)  # a run of another MLflow store
+    stranger.mkdir()
+    capsys.readouterr()
+
+    result = _json_out(capsys, ["runs", "clean", "--older-than", "1", "--json"])
+    assert result["removed"] == []  # written just now
+    old = os.stat(runs_dir() / killed / "checkpoint.pt").st_mtime - 2 * 86400
+    os.utime(runs_dir() / killed / "checkpoint.pt", (old, old))
+    assert main(["runs", "clean", "--older-than", "1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would remove {killed}  KILLED" in out and running not in out.split("kept")[0]
+    assert (runs_dir() / killed).is_dir()
+    result = _json_out(capsys, ["runs", "clean", "--older-than", "1", "--json"])
+    assert [entry["run_id"] for entry in result["removed"]] == [killed]
+    assert not (runs_dir() / killed).exists()
+    kept = {entry["run_id"]: entry["reason"] for entry in result["kept"]}
+    assert kept[running] == "RUNNING" and "no such run" in kept[stranger.name]
+    assert (runs_dir() / running).is_dir() and stranger.is_dir()
+    client.set_terminated(running)
+    (runs_dir() / running / "checkpoint.pt").unlink()
+    stranger.rmdir()

@@ -5,11 +5,15 @@ A job file (``pipelines/jobs/NAME.yaml``, or any path)::
 
     model_uri: models:/simulator-stid@prod   # what `stgraph forecast` takes
     input: readings.parquet                  # or  dataset: simulator  (+ data_dir)
-    output: forecasts/sim/{as_of}.parquet    # one file per tick; {as_of:%Y%m%d%H%M} also works
+    output: sim/{as_of}.parquet              # one file per tick; {as_of:%Y%m%d%H%M} also works
     frequency: 5min                          # the tick interval of run / backfill
 
-Relative paths are taken from the current directory, like every other path on the command line.
-``{as_of}`` expands to ``20240128T2355`` style (seconds are added when not zero).
+A relative ``output`` is taken from the forecasts folder, `forecasts_dir` (``$STGRAPH_HOME/
+forecasts``, ``~/.local/share/stgraph/forecasts`` on Linux), never from the current directory, so
+that a job run from a source checkout or a home folder writes nothing there; an absolute one is
+used as it is. Relative ``input`` and ``data_dir`` are read from the current directory, like every
+other input path on the command line. ``{as_of}`` expands to ``20240128T2355`` style (seconds are
+added when not zero).
 
 ``run`` forecasts one tick, ``backfill`` every tick of a range (ticks whose output is already
 complete are skipped, so an interrupted backfill resumes where it stopped), ``score`` compares the
@@ -114,8 +118,26 @@ def load_job(name_or_path: str) -> JobSpec:
     return spec
 
 
+def forecasts_dir() -> Path:
+    """Where relative job outputs go: ``$STGRAPH_HOME/forecasts``."""
+    from stgraph.tracking.store import stgraph_home
+
+    return stgraph_home() / "forecasts"
+
+
+def _resolve(path: str) -> Path:
+    """A job's output path: absolute as given, relative ones under `forecasts_dir`."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else forecasts_dir() / resolved
+
+
 def output_path(spec: JobSpec, as_of: pd.Timestamp) -> Path:
-    return Path(spec.output.format(as_of=_AsOf(as_of))).expanduser().absolute()
+    return _resolve(spec.output.format(as_of=_AsOf(as_of)))
+
+
+def output_pattern(spec: JobSpec) -> Path:
+    """The job's output path with ``{as_of}`` left as it is (what the messages show)."""
+    return _resolve(spec.output)
 
 
 def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
@@ -127,6 +149,8 @@ def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
 def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, force: bool):
     """Forecast each tick; skip those with a complete output (unless ``force``)."""
     expected, ids = model.predictor.rows_per_prediction, model.predictor.id_columns
+    pattern = output_pattern(spec)
+    print(f"stgraph: {spec.name}: output {pattern}", file=sys.stderr)
     done, skipped, locked = [], [], []
     for stamp in stamps:
         path = output_path(spec, stamp)
@@ -143,7 +167,7 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
             continue
         done.append(summary)
         print(f"stgraph: {spec.name} {stamp}: wrote {path}", file=sys.stderr)
-    result = {"job": spec.name, "written": done, "skipped": skipped}
+    result = {"job": spec.name, "output": str(pattern), "written": done, "skipped": skipped}
     if locked:
         raise LockedError(
             f"job {spec.name}: {len(locked)} tick(s) were locked by another process: "
@@ -181,7 +205,7 @@ def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.Data
         literal + ("*" if field else "")
         for literal, field, _, _ in string.Formatter().parse(spec.output)
     )
-    base = Path(pattern).expanduser().absolute()
+    base = _resolve(pattern)
     files = sorted(base.parent.glob(base.name)) if "*" not in str(base.parent) else []
     frames = []
     for path in files:
@@ -214,6 +238,7 @@ def score_job(name: str) -> dict[str, Any]:
     by_as_of = joined.groupby("as_of")["error"].mean()
     result = {
         "job": spec.name,
+        "output": str(output_pattern(spec)),
         "forecast_files": files,
         "forecast_rows": len(forecasts),
         "scored_rows": len(joined),

@@ -172,11 +172,32 @@ def test_job_run_is_idempotent_and_score_logs_mae_per_horizon(toy, tmp_path, cap
     assert rows["all"][1] == str(5 * 12 * 4) and "240 of 288 forecast rows" in out
 
 
+def test_relative_job_output_goes_under_the_stgraph_home_not_the_current_directory(
+    toy, tmp_path, capsys, _session_home
+):
+    job = tmp_path / "relative.yaml"
+    job.write_text(
+        f"model_uri: models:/toy@prod\ninput: {toy['csv']}\n"
+        "output: relative-test/{as_of}.parquet\nfrequency: 1h\n"
+    )
+    code, result, err = _cli(capsys, "job", "run", job)
+    assert code == 0, err
+    folder = _session_home / "forecasts" / "relative-test"
+    assert result["output"] == str(folder / "{as_of}.parquet")
+    assert f"output {folder / '{as_of}.parquet'}" in err  # the resolved path is printed
+    [written] = result["written"]
+    assert written["output"].startswith(str(folder)) and os.path.isfile(written["output"])
+    assert sorted(os.listdir(tmp_path)) == ["relative.yaml"]  # nothing in the current directory
+    code, score, err = _cli(capsys, "job", "score", job)  # reads them back from there
+    assert code == 0 and score["forecast_files"] == 1, err
+
+
 def test_job_files_are_checked(tmp_path, capsys):
     from stgraph.serving.jobs import load_job
 
     shipped = load_job("simulator")
     assert shipped.model_uri.startswith("models:/") and "{as_of}" in shipped.output
+    assert not os.path.isabs(shipped.output)  # under $STGRAPH_HOME/forecasts, not the checkout
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_uri: models:/toy@prod\ninput: x.csv\noutput: f.parquet\nfrequency: 1h\n")
     code, _, err = _cli(capsys, "job", "run", bad)
