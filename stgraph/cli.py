@@ -339,7 +339,7 @@ def cmd_tasks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # A period after these ends no sentence: "Xu et al. (2020)", "e.g. a", "Fig. 2".
-_ABBREVIATIONS = ("al.", "e.g.", "i.e.", "cf.", "etc.", "vs.", "fig.", "eq.", "sec.", "no.")
+_ABBREVIATIONS = {"al.", "e.g.", "i.e.", "cf.", "vs.", "fig.", "eq.", "sec."}
 
 
 def _summary(cls: type) -> str:
@@ -354,8 +354,8 @@ def _summary(cls: type) -> str:
         elif char in ")]":
             depth = max(depth - 1, 0)
         elif char == "." and depth == 0 and text[index + 1 : index + 2] in (" ", ""):
-            word = text[: index + 1].rsplit(" ", 1)[-1].lower()
-            if not word.endswith(_ABBREVIATIONS):
+            word = text[: index + 1].rsplit(" ", 1)[-1].lower().lstrip("([")
+            if word not in _ABBREVIATIONS:
                 return text[: index + 1]
     return text.rstrip(".") + "." if text else ""
 
