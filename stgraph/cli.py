@@ -1,7 +1,11 @@
-"""The ``stgraph`` command line.
+"""The ``stgraph`` command line: train and re-score models (fit, evaluate), datasets (data list,
+data info, data download), the registered models and tasks with every setting (models, tasks),
+forecasts from logged models (forecast, job run/backfill/score) and local checkpoints (runs clean).
 
-Exit codes: 0 success, 2 bad input or usage (one-paragraph message, no traceback), 1 internal
-error (traceback with ``--debug``), 130 interrupted.
+Exit codes: 0 success; 2 bad input or usage (one-paragraph message, no traceback); 1 internal
+error (traceback with ``--debug``); 75 another process holds the lock of the output (forecast,
+job); 130 interrupted by Ctrl-C (SIGINT); 143 terminated by SIGTERM (128 + 15). A fit stopped
+either way ends its MLflow run KILLED and keeps its checkpoint for ``--resume``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -25,10 +30,12 @@ def _fit_parser(commands) -> None:
     p.add_argument(
         "--task", help="registered task name (see `stgraph tasks`); default: the pipeline's"
     )
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--epochs", type=int, help="maximum number of epochs (train.epochs; default: pipeline's)"
+    )
+    p.add_argument("--batch-size", type=int, help="windows per training batch (train.batch_size)")
+    p.add_argument("--lr", type=float, help="learning rate (train.lr)")
+    p.add_argument("--seed", type=int, help="seed of weights, shuffling and dropout (train.seed)")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
     p.add_argument("--download", action="store_true", help="download missing dataset files")
     p.add_argument("--graph", help="your own data: edge list (from,to,weight) or adjacency CSV")
@@ -61,16 +68,24 @@ def _output_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stgraph", description=__doc__.splitlines()[0])
+    description, epilog = (" ".join(p.replace("``", "").split()) for p in __doc__.split("\n\n"))
+    parser = argparse.ArgumentParser(prog="stgraph", description=description, epilog=epilog)
     commands = parser.add_subparsers(dest="command", required=True)
     _fit_parser(commands)
     p = commands.add_parser("evaluate", help="re-score a run's model on its test split")
     p.add_argument("run_id")
     p.add_argument("--data-dir", help="where the dataset's files are now")
     _output_flags(p)
-    p = commands.add_parser("data", help="list, describe and download datasets")
+    p = commands.add_parser(
+        "data", help="list datasets (list), show a card (info), fetch files (download)"
+    )
     data = p.add_subparsers(dest="action", required=True)
-    data.add_parser("list", help="the datasets with a card")
+    listing = data.add_parser(
+        "list", help="the datasets with a card, and whether their files are present"
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
     info = data.add_parser("info", help="a dataset's card")
     info.add_argument("name")
     download = data.add_parser(
@@ -78,14 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("name")
     download.add_argument("--data-dir")
-    for sub in (p, info, download):
+    for sub in (p, listing, info, download):
         sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p = commands.add_parser("tasks", help="the registered tasks, their settings and models")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    p = commands.add_parser("models", help="the registered models and their settings")
+    p = commands.add_parser(
+        "models", help="the registered models and their settings, and the train/data settings"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     _serving_parsers(commands, p)
+    p = commands.add_parser("runs", help="local checkpoints of fits (what --resume reads)")
+    runs = p.add_subparsers(dest="action", required=True)
+    clean = runs.add_parser(
+        "clean",
+        help="remove the checkpoints of runs that are not RUNNING (FINISHED runs remove their own)",
+    )
+    clean.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="only checkpoints last written at least DAYS days ago",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    _output_flags(clean)
     return parser
 
 
@@ -111,7 +143,9 @@ def _serving_parsers(commands, models) -> None:
     backfill = job.add_parser("backfill", help="every tick of a range; resumable")
     backfill.add_argument("--start", required=True)
     backfill.add_argument("--end", required=True)
-    score = job.add_parser("score", help="log the realised MAE of past forecasts")
+    score = job.add_parser(
+        "score", help="print and log the realised MAE of past forecasts per horizon"
+    )
     for sub in (run, backfill, score):
         sub.add_argument("name", help="job name in pipelines/jobs, or a job YAML file")
     for sub in (run, backfill):
@@ -127,7 +161,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     from stgraph import pipeline
 
     if args.resume:
-        config = _config_of_run(args.resume)
+        config = _config_of_run(args.resume, "--resume")
     else:
         flags = {
             "model.name": args.model,
@@ -149,21 +183,37 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     return pipeline.fit(config, resume_run_id=args.resume, quiet=args.quiet)
 
 
-def _config_of_run(run_id: str):
+def _config_of_run(run_id: str, command: str):
+    """The resolved config a fit logged; ``command`` (``evaluate``, ``--resume``) names the
+    caller in errors, which tell a run that does not exist from one that is not a fit."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from stgraph import pipeline
     from stgraph.config import from_dict, load_yaml
     from stgraph.tracking.store import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise InputError(
+            f"{command} {run_id}: no such run in the MLflow store {uri}. `stgraph fit` prints the "
+            "run id on its first line (and in --json); if the run is in another store, set "
+            "MLFLOW_TRACKING_URI to it."
+        ) from None
     try:
         data = load_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
     except Exception:
         raise InputError(
-            f"Run '{run_id}' has no config.yaml in the MLflow store {tracking_uri()}."
+            f"{command} {run_id}: the run exists in the MLflow store {uri} but has no "
+            "config.yaml, so it is not a `stgraph fit` run (a forecast or score run?) or its "
+            "artifacts are gone."
         ) from None
-    return from_dict(pipeline.FitConfig, data, "config")
+    return from_dict(pipeline.FitConfig, data)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from stgraph.serving.bundle import load_predictor
     from stgraph.training.trainer import Trainer
 
-    config = _config_of_run(args.run_id)
+    config = _config_of_run(args.run_id, "evaluate")
     if args.data_dir:
         config.data.data_dir = args.data_dir
     path = mlflow.artifacts.download_artifacts(f"runs:/{args.run_id}/checkpoint/model.pt")
@@ -196,28 +246,49 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
     from stgraph.data.cards import list_cards, load_card
+    from stgraph.data.paths import resolve_data_dir
 
     if args.action == "list":
         rows = []
         for name in list_cards():
             card = load_card(name)
+            folder = resolve_data_dir(name)
             rows.append(
-                {"name": name, "domain": card.domain, "title": card.title, "format": card.format}
+                {
+                    "name": name,
+                    "domain": card.domain,
+                    "title": card.title,
+                    "format": card.format,
+                    "files": _files_state(card, folder),
+                    "data_dir": str(folder) if card.files else None,
+                }
             )
+        print(f"{'name':<14} {'domain':<9} {'files':<9} title")
         for row in rows:
-            print(f"{row['name']:<14} {row['domain']:<9} {row['title']}")
+            print(f"{row['name']:<14} {row['domain']:<9} {row['files']:<9} {row['title']}")
+        print(f"files: whether the card's files are in {resolve_data_dir('NAME')}")
+        print("(`stgraph data download NAME` fetches them; `fit --data-dir DIR` reads another")
+        print("folder). generated: made from a seed, no files.")
         return {"datasets": rows}
     card = load_card(args.name)
     if args.action == "info":
         print(card.path.read_text() if card.path else card)
         return {"name": card.name}
     from stgraph.data.download import ensure_files
-    from stgraph.data.paths import resolve_data_dir
 
     folder = resolve_data_dir(card.name, args.data_dir)
     ensure_files(card, folder, download=True)
     print(f"{card.name}: files ready in {folder}", file=sys.stderr)
     return {"name": card.name, "data_dir": str(folder)}
+
+
+def _files_state(card: Any, folder: Any) -> str:
+    """``generated`` (a card without files), ``present`` (every required file is in
+    ``folder``; not checksummed here) or ``missing``."""
+    if not card.files:
+        return "generated"
+    required = [f for f in card.files if not f.optional]
+    return "present" if all((folder / f.name).is_file() for f in required) else "missing"
 
 
 def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,14 +299,28 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{result['model_uri']} -> version {result['version']}", file=sys.stderr)
         return result
 
+    from stgraph.data.config import DataConfig
     from stgraph.models import MODELS
+    from stgraph.pipeline import TrackingSection
+    from stgraph.training.config import TrainConfig
 
     listing = {}
     for name in MODELS.names():
         cls = MODELS.get(name)
         print(f"{name} ({cls.task} task): {_summary(cls)}")
-        listing[name] = _print_fields(cls.config_class)
-    return {"models": listing}
+        listing[name] = _print_fields(cls.config_class, "model.params.")
+    print()
+    print("Settings of every fit (--set KEY=VALUE, or a pipeline or --config file; the task's")
+    print("task.params.* are listed by `stgraph tasks`):")
+    settings = {}
+    for section, config_class in (
+        ("train", TrainConfig),
+        ("data", DataConfig),
+        ("tracking", TrackingSection),
+    ):
+        print(f"{section}:")
+        settings[section] = _print_fields(config_class, f"{section}.")
+    return {"models": listing, "settings": settings}
 
 
 def cmd_tasks(args: argparse.Namespace) -> dict[str, Any]:
@@ -248,25 +333,43 @@ def cmd_tasks(args: argparse.Namespace) -> dict[str, Any]:
         models = [m for m in MODELS.names() if MODELS.get(m).task == name]
         print(f"{name}: {_summary(cls)}")
         print(f"    models: {', '.join(models)} (default {cls.default_model})")
-        listing[name] = {"params": _print_fields(cls.config_class), "models": models}
+        params = _print_fields(cls.config_class, "task.params.")
+        listing[name] = {"params": params, "models": models}
     return {"tasks": listing}
 
 
+# A period after these ends no sentence: "Xu et al. (2020)", "e.g. a", "Fig. 2".
+_ABBREVIATIONS = {"al.", "e.g.", "i.e.", "cf.", "vs.", "fig.", "eq.", "sec."}
+
+
 def _summary(cls: type) -> str:
-    """The first sentence of a docstring, however many lines it spans."""
-    text = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
-    return text.split(". ")[0].rstrip(".") + "." if text else ""
+    """The first sentence of a class docstring, whole however many lines it spans: it ends at
+    a period followed by a space, outside parentheses and brackets and not after an
+    abbreviation (``et al.``); reST markup (````code````) is shown plain."""
+    text = " ".join((cls.__doc__ or "").split("\n\n")[0].split()).replace("``", "")
+    depth = 0
+    for index, char in enumerate(text):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        elif char == "." and depth == 0 and text[index + 1 : index + 2] in (" ", ""):
+            word = text[: index + 1].rsplit(" ", 1)[-1].lower().lstrip("([")
+            if word not in _ABBREVIATIONS:
+                return text[: index + 1]
+    return text.rstrip(".") + "." if text else ""
 
 
-def _print_fields(config_class: type) -> dict[str, Any]:
-    """Print a config dataclass's fields with defaults and help; return the defaults."""
+def _print_fields(config_class: type, prefix: str = "") -> dict[str, Any]:
+    """Print a config dataclass's fields (as ``prefix`` + name) with defaults and help; return
+    the defaults."""
     import dataclasses
 
     fields = {}
     for f in dataclasses.fields(config_class):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields[f.name] = default
-        print(f"    {f.name} = {default!r}  {f.metadata.get('help', '')}")
+        print(f"    {prefix}{f.name} = {default!r}  {f.metadata.get('help', '')}")
     return fields
 
 
@@ -290,6 +393,14 @@ def cmd_job(args: argparse.Namespace) -> dict[str, Any]:
     return jobs.score_job(args.name)
 
 
+def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
+    from stgraph.tracking.checkpoints import clean
+
+    if args.older_than is not None and not args.older_than >= 0:
+        raise InputError(f"--older-than must be 0 or more days, got {args.older_than}.")
+    return clean(args.older_than, args.dry_run)
+
+
 COMMANDS = {
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
@@ -298,15 +409,63 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "forecast": cmd_forecast,
     "job": cmd_job,
+    "runs": cmd_runs,
 }
 
 
-def _print_summary(command: str, result: dict[str, Any]) -> None:
-    if command not in ("fit", "evaluate"):
-        return
-    print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
-    for line in metrics_table(result["test"]):
-        print(f"  {line}")
+def _print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """The human-readable result on stdout (``--json`` prints the JSON object instead)."""
+    if args.command in ("fit", "evaluate"):
+        print(f"run {result['run_id']}  {result['model']} on {result['dataset']}  (test split)")
+        for line in metrics_table(result["test"]):
+            print(f"  {line}")
+    elif args.command == "job" and args.action == "score":
+        for line in score_table(result):
+            print(line)
+    elif args.command == "runs":
+        for line in clean_report(result):
+            print(line)
+
+
+def score_table(result: dict[str, Any]) -> list[str]:
+    """``stgraph job score``: the realised MAE and the scored rows per horizon step."""
+    lines = [
+        f"job {result['job']}: {result['scored_rows']} of {result['forecast_rows']} forecast "
+        f"rows scored, from {result['forecast_files']} files ({result['output']}); MLflow run "
+        f"{result['run_id']}"
+    ]
+    if not result["mae_by_horizon"]:
+        lines.append("  no forecast has actuals yet: nothing to score")
+        return lines
+    lines.append(f"  {'horizon':>7} {'mae':>10} {'rows':>8}")
+    for horizon, mae in result["mae_by_horizon"].items():
+        rows = result["rows_by_horizon"][horizon]
+        lines.append(f"  {horizon:>7} {mae:>10.4f} {rows:>8}")
+    lines.append(f"  {'all':>7} {result['realised_mae']:>10.4f} {result['scored_rows']:>8}")
+    return lines
+
+
+def clean_report(result: dict[str, Any]) -> list[str]:
+    """``stgraph runs clean``: one line per removed folder, then the totals and what was kept."""
+    verb = "would remove" if result["dry_run"] else "removed"
+    lines = [
+        f"{verb} {entry['run_id']}  {entry['status']:<8} {entry['bytes'] / 1e6:8.1f} MB  "
+        f"last written {entry['modified']}"
+        for entry in result["removed"]
+    ]
+    lines.append(
+        f"{verb} {len(result['removed'])} checkpoint folder(s) in {result['runs_dir']}, "
+        f"{result['freed_bytes'] / 1e6:.1f} MB"
+    )
+    reasons: dict[str, int] = {}
+    for entry in result["kept"]:
+        reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    if reasons:
+        lines.append(
+            f"kept {len(result['kept'])}: "
+            + "; ".join(f"{count} {reason}" for reason, count in reasons.items())
+        )
+    return lines
 
 
 def metrics_table(metrics: dict[str, float]) -> list[str]:
@@ -360,9 +519,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"stgraph: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("stgraph: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Ctrl-C raises a plain KeyboardInterrupt; the tracker turns SIGTERM into `Terminated`.
+        signum = getattr(exc, "signum", None)
+        if signum is None:
+            print("stgraph: interrupted", file=sys.stderr)
+            return 130
+        print(f"stgraph: terminated by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except Exception as exc:  # internal error: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()
@@ -377,5 +541,5 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False):
         print(json.dumps(_json_safe(result)))
     else:
-        _print_summary(args.command, result)
+        _print_summary(args, result)
     return 0

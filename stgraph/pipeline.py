@@ -33,7 +33,7 @@ from stgraph.models.base import MODELS, build_model, count_parameters, resolve_m
 from stgraph.tasks.base import TASKS, Task
 from stgraph.training import distributed
 from stgraph.training.config import TrainConfig
-from stgraph.training.trainer import Trainer
+from stgraph.training.trainer import CHECKPOINT, Trainer
 
 
 @dataclass
@@ -117,7 +117,7 @@ def resolve_config(
     for key, value in (flags or {}).items():
         if value is not None:
             set_path(data, key, value)
-    config = from_dict(FitConfig, data, "config")
+    config = from_dict(FitConfig, data)
     # Typos and bad values fail here, before any data is read; the resolved settings (defaults
     # included) are what MLflow logs and the bundle keeps.
     task_class = TASKS.get(config.task.name)
@@ -150,8 +150,11 @@ def fit(
     """Train and evaluate one model; track everything in MLflow.
 
     Returns the run summary (``None`` on the non-zero ranks of a ``torchrun`` job, which neither
-    track nor report).
+    track nor report). The epoch checkpoints under ``runs_dir()/RUN_ID`` are removed once the run
+    has ended FINISHED (the model is in MLflow); a KILLED or FAILED run keeps them for
+    ``resume_run_id``.
     """
+    from stgraph.tracking.checkpoints import checkpoint_dir, remove_checkpoints
     from stgraph.tracking.store import runs_dir
     from stgraph.tracking.tracker import NullTracker, Tracker
 
@@ -168,6 +171,16 @@ def fit(
         # Built before the MLflow run exists, so that bad training settings (a batch larger than
         # the training split, an unknown optimiser) fail without leaving a run behind.
         trainer = Trainer(task, model, config.train, runs_dir(), quiet=quiet, dist=dist)
+        if resume_run_id is not None and model.trainable:
+            # Checked before the run is reopened: failing inside it would mark it FAILED.
+            checkpoint = checkpoint_dir(resume_run_id) / CHECKPOINT
+            if not checkpoint.is_file():
+                raise InputError(
+                    f"--resume {resume_run_id}: no checkpoint at {checkpoint}. A run that "
+                    "finished has none left (its model is in MLflow: `stgraph evaluate "
+                    f"{resume_run_id}`); one stopped before its first epoch ended never had one; "
+                    "`stgraph runs clean` removes those of stopped runs."
+                )
         tracker = (
             Tracker(experiment, f"{config.model.name}-{name}", resume_run_id)
             if dist.is_main
@@ -204,6 +217,8 @@ def fit(
                 {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch}
             )
             summary = _finish(config, task, trainer, tracker, time.perf_counter() - started)
+        # The run has ended FINISHED: the checkpoints were only for --resume.
+        remove_checkpoints(run_id)
         return {
             "run_id": run_id,
             "task": task.name,

@@ -5,11 +5,15 @@ A job file (``pipelines/jobs/NAME.yaml``, or any path)::
 
     model_uri: models:/simulator-stid@prod   # what `stgraph forecast` takes
     input: readings.parquet                  # or  dataset: simulator  (+ data_dir)
-    output: forecasts/sim/{as_of}.parquet    # one file per tick; {as_of:%Y%m%d%H%M} also works
+    output: sim/{as_of}.parquet              # one file per tick; {as_of:%Y%m%d%H%M} also works
     frequency: 5min                          # the tick interval of run / backfill
 
-Relative paths are taken from the current directory, like every other path on the command line.
-``{as_of}`` expands to ``20240128T2355`` style (seconds are added when not zero).
+A relative ``output`` is taken from the forecasts folder, `forecasts_dir` (``$STGRAPH_HOME/
+forecasts``, ``~/.local/share/stgraph/forecasts`` on Linux), never from the current directory, so
+that a job run from a source checkout or a home folder writes nothing there; an absolute one is
+used as it is. Relative ``input`` and ``data_dir`` are read from the current directory, like every
+other input path on the command line. ``{as_of}`` expands to ``20240128T2355`` style (seconds are
+added when not zero).
 
 ``run`` forecasts one tick, ``backfill`` every tick of a range (ticks whose output is already
 complete are skipped, so an interrupted backfill resumes where it stopped), ``score`` compares the
@@ -87,7 +91,11 @@ def load_job(name_or_path: str) -> JobSpec:
                 f"No job named '{name_or_path}' in {jobs_dir()} (known: {', '.join(known)}); "
                 "or give the path of a job file."
             )
-    spec = from_dict(JobSpec, read_yaml_mapping(path, "Job file"), "job")
+    data = read_yaml_mapping(path, "Job file")
+    try:
+        spec = from_dict(JobSpec, data)
+    except InputError as exc:
+        raise InputError(f"Job file {path}: {exc}") from None
     spec.name = spec.name or path.stem
     where = f"Job file {path}"
     for key in ("model_uri", "output", "frequency"):
@@ -110,8 +118,26 @@ def load_job(name_or_path: str) -> JobSpec:
     return spec
 
 
+def forecasts_dir() -> Path:
+    """Where relative job outputs go: ``$STGRAPH_HOME/forecasts``."""
+    from stgraph.tracking.store import stgraph_home
+
+    return stgraph_home() / "forecasts"
+
+
+def _resolve(path: str) -> Path:
+    """A job's output path: absolute as given, relative ones under `forecasts_dir`."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else forecasts_dir() / resolved
+
+
 def output_path(spec: JobSpec, as_of: pd.Timestamp) -> Path:
-    return Path(spec.output.format(as_of=_AsOf(as_of))).expanduser().absolute()
+    return _resolve(spec.output.format(as_of=_AsOf(as_of)))
+
+
+def output_pattern(spec: JobSpec) -> Path:
+    """The job's output path with ``{as_of}`` left as it is (what the messages show)."""
+    return _resolve(spec.output)
 
 
 def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
@@ -123,6 +149,8 @@ def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
 def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, force: bool):
     """Forecast each tick; skip those with a complete output (unless ``force``)."""
     expected, ids = model.predictor.rows_per_prediction, model.predictor.id_columns
+    pattern = output_pattern(spec)
+    print(f"stgraph: {spec.name}: output {pattern}", file=sys.stderr)
     done, skipped, locked = [], [], []
     for stamp in stamps:
         path = output_path(spec, stamp)
@@ -139,7 +167,7 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
             continue
         done.append(summary)
         print(f"stgraph: {spec.name} {stamp}: wrote {path}", file=sys.stderr)
-    result = {"job": spec.name, "written": done, "skipped": skipped}
+    result = {"job": spec.name, "output": str(pattern), "written": done, "skipped": skipped}
     if locked:
         raise LockedError(
             f"job {spec.name}: {len(locked)} tick(s) were locked by another process: "
@@ -177,7 +205,7 @@ def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.Data
         literal + ("*" if field else "")
         for literal, field, _, _ in string.Formatter().parse(spec.output)
     )
-    base = Path(pattern).expanduser().absolute()
+    base = _resolve(pattern)
     files = sorted(base.parent.glob(base.name)) if "*" not in str(base.parent) else []
     frames = []
     for path in files:
@@ -210,11 +238,13 @@ def score_job(name: str) -> dict[str, Any]:
     by_as_of = joined.groupby("as_of")["error"].mean()
     result = {
         "job": spec.name,
+        "output": str(output_pattern(spec)),
         "forecast_files": files,
         "forecast_rows": len(forecasts),
         "scored_rows": len(joined),
         "realised_mae": float(joined["error"].mean()) if len(joined) else None,
         "mae_by_horizon": {int(h): float(row["mean"]) for h, row in by_horizon.iterrows()},
+        "rows_by_horizon": {int(h): int(row["count"]) for h, row in by_horizon.iterrows()},
     }
     result["run_id"] = _log_scores(spec, model, result, by_horizon, by_as_of, started)
     return result

@@ -17,7 +17,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from stgraph.config import flatten
-from stgraph.errors import InputError
+from stgraph.errors import InputError, Terminated
 from stgraph.metrics import mlflow_key
 from stgraph.tasks.base import Report
 from stgraph.tracking.store import default_artifact_root, tracking_uri
@@ -124,4 +124,4 @@ def _param(value: Any) -> str:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(signum)

@@ -2,13 +2,14 @@
 
 Early stopping and model selection use the validation split only; the test split is scored once,
 with the best validation model, after training. Every epoch ends with an atomic checkpoint of the
-whole training state (weights, optimiser, scheduler, early-stopping state, RNG), so a killed run
+whole training state (weights, optimiser, schedulers, early-stopping state, RNG), so a killed run
 resumed with ``--resume`` finishes with the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import math
@@ -30,6 +31,7 @@ from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
 from stgraph.training.progress import progress
+from stgraph.training.warmup import LinearWarmup
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 SCHEDULERS = {
@@ -174,6 +176,7 @@ class Trainer:
         self.maximize = task.goal(self.monitor) == "max"
         self.optimizer = None
         self.scheduler = None
+        self.warmup = None  # per optimizer step, on top of the epoch scheduler
         if model.trainable:
             self.optimizer = OPTIMIZERS[config.optimizer](
                 parameter_groups(model, config.lr, config.lr_scales),
@@ -185,6 +188,8 @@ class Trainer:
                 if config.scheduler == "plateau":  # follows the monitored metric's direction
                     params.setdefault("mode", "max" if self.maximize else "min")
                 self.scheduler = _build_scheduler(config.scheduler, self.optimizer, params)
+            if config.warmup_steps > 1:  # 0 and 1: every step at the scheduled rate
+                self.warmup = LinearWarmup(self.optimizer, config.warmup_steps)
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 
     # ------------------------------------------------------------------ public
@@ -303,6 +308,16 @@ class Trainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             if self.scheduler is not None and saved.get("scheduler"):
                 self.scheduler.load_state_dict(saved["scheduler"])
+            if self.warmup is not None:
+                if saved.get("warmup") is not None:
+                    self.warmup.load_state_dict(saved["warmup"])
+                else:  # written when the warm-up was no scheduler: the saved rates are unwarmed
+                    per_epoch = self.task.num_batches(
+                        "train", self.config.batch_size, self.dist.world_size
+                    )
+                    if self.config.limit_batches is not None:
+                        per_epoch = min(per_epoch, self.config.limit_batches)
+                    self.warmup.resume_at(saved["epoch"] * per_epoch)
             torch.set_rng_state(saved["rng"])
             if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -330,6 +345,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "warmup": self.warmup.state_dict() if self.warmup is not None else None,
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "trainer": trainer_state,
@@ -378,9 +394,12 @@ class Trainer:
                 if config.clip_grad_norm is not None:
                     self._scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-                with self._warmup((epoch - 1) * total + number):
-                    self._scaler.step(self.optimizer)
+                scale = self._scaler.get_scale()
+                self._scaler.step(self.optimizer)
                 self._scaler.update()
+                # A float16 step that overflowed was skipped (the scale dropped): no warm-up step.
+                if self.warmup is not None and self._scaler.get_scale() >= scale:
+                    self.warmup.step()  # the rate of the next step
                 loss_sum += loss.item()
                 count += 1
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}")
@@ -433,35 +452,17 @@ class Trainer:
         delta = self.config.min_delta
         return value > best + delta if self.maximize else value < best - delta
 
-    @contextlib.contextmanager
-    def _warmup(self, step: int):
-        """Scale every group's learning rate by ``step / warmup_steps`` (1-based) for this step.
-
-        The scheduler's own rates are restored afterwards: torch's epoch schedulers compute
-        each rate from the last one, so they must never see the scaled value. The factor
-        depends on the step number alone, so a resumed run warms up exactly as an unbroken one.
-        """
-        warmup = self.config.warmup_steps
-        if step >= warmup:
-            yield
-            return
-        groups = self.optimizer.param_groups
-        scheduled = [group["lr"] for group in groups]
-        for group, lr in zip(groups, scheduled):
-            group["lr"] = lr * step / warmup
-        try:
-            yield
-        finally:
-            for group, lr in zip(groups, scheduled):
-                group["lr"] = lr
-
     def _step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(monitored)
+            step = functools.partial(self.scheduler.step, monitored)
         else:
-            self.scheduler.step()
+            step = self.scheduler.step
+        if self.warmup is not None:
+            self.warmup.step_epoch_scheduler(step)  # on the scheduled, not the warmed, rates
+        else:
+            step()
 
     def _report(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
         monitor = f"val_{self.monitor}"

@@ -13,6 +13,15 @@ def test_unknown_key_is_an_error_with_a_suggestion():
         from_dict(FitConfig, {"train": {"lrr": 0.1}}, "config")
 
 
+def test_keys_are_named_as_typed_from_the_top_level():
+    with pytest.raises(InputError, match=r"^Unknown config key 'train.lrr'.*Known keys of 'train'"):
+        from_dict(FitConfig, {"train": {"lrr": 0.1}})
+    with pytest.raises(InputError, match=r"^Unknown config key 'trian'.*at the top level: data"):
+        from_dict(FitConfig, {"trian": {}})
+    with pytest.raises(InputError, match=r"^Config key 'train.epochs' must be int"):
+        resolve_config("simulator", assignments=["train.epochs=many"])
+
+
 def test_strings_from_set_are_coerced_and_bad_types_rejected():
     config = from_dict(FitConfig, {"train": {"epochs": "3", "clip_grad_norm": None}}, "config")
     assert config.train.epochs == 3 and config.train.clip_grad_norm is None
