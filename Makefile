@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.stgraph-installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ run: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -n 2
+
+# The edit-test loop: everything but the tests marked `slow` (subprocesses, servers, notebooks,
+# torchrun, whole fits; see tests/conftest.py). `make test` (and CI) still runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

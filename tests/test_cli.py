@@ -17,6 +17,7 @@ def _json_out(capsys, argv):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a whole fit plus an evaluate, in process: ~25 s on 2 busy cores
 def test_fit_json_contract_and_evaluate_reproduces_the_test_metrics(capsys):
     summary = _json_out(capsys, ["fit", "simulator", "--model", "persistence", "--json", "--quiet"])
     assert {

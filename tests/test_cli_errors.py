@@ -355,6 +355,7 @@ def test_bad_input_in_process(name, tmp_path, request, monkeypatch, capsys):
     _assert_nothing_written(before, tmp_path)
 
 
+@pytest.mark.slow  # one `python -m stgraph` process per case
 def test_bad_input_in_subprocesses(tmp_path, request):
     """The subset through ``python -m stgraph``, run side by side (each pays the import time),
     plus one with ``--debug``, which must show the traceback."""

@@ -62,6 +62,7 @@ def test_stid_shapes_and_unknown_param():
         build_model("stid", {"hiden": 8}, context)
 
 
+@pytest.mark.slow  # a full los-loop pipeline: ~18 s on 2 busy cores
 def test_persistence_on_los_loop_matches_an_independent_numpy_computation(shared_data):
     """Default protocol: anchors 11..T-13, last round(0.2 S) samples test, zeros masked."""
     from stgraph.pipeline import prepare, resolve_config
