@@ -237,6 +237,7 @@ def test_loss_is_the_weighted_sum_of_named_terms():
     assert loss.weight.item() == 1 and loss.mean().item() == pytest.approx(bce - 1.0)
 
 
+@pytest.mark.slow  # fits, tracks and serves through MLflow
 def test_a_second_task_trains_tracks_early_stops_on_a_maximum_and_serves(tmp_path, capsys):
     config = resolve_config(
         "simulator",
