@@ -128,7 +128,7 @@ def test_data_list_says_which_datasets_have_their_files(capsys, tmp_path, monkey
 
 
 def test_models_lists_train_data_settings_and_whole_first_sentences(capsys):
-    from stgraph.cli import _summary
+    from stgraph.cli.commands import _summary
     from stgraph.models import MODELS
 
     listing = _json_out(capsys, ["models", "--json"])

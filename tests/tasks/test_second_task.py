@@ -296,7 +296,7 @@ def test_a_second_task_trains_tracks_early_stops_on_a_maximum_and_serves(tmp_pat
 
 
 def test_cli_summary_table_takes_any_metric_names():
-    from stgraph.cli import metrics_table
+    from stgraph.cli.output import metrics_table
 
     lines = metrics_table({"acc@1": 0.25, "acc@5": 0.5, "mrr": 0.3125, "mae_avg12": 1.0})
     assert lines[0].split() == ["1", "5", "avg12"]
