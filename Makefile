@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel by default (it lies on local disk on the reference machines). GPU users:
-#   make setup TORCH_SPEC="torch" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu124"
+#   make setup TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.stgraph-installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -25,9 +25,15 @@ run: setup
 test: setup lint
 	$(BIN)/python -m pytest -n 2
 
+# The edit-test loop: everything but the tests marked `slow` (subprocesses, servers, notebooks,
+# torchrun, whole fits; see tests/conftest.py). `make test` (and CI) still runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -46,7 +46,7 @@ def _wide(raw, missing: float) -> pd.DataFrame:
 def _fit(name: str, data: str, env: dict[str, str], folder: Path) -> None:
     _run(
         [str(BIN / "stgraph"), "fit", data, "--model", "stid", "--epochs", "1", "--quiet",
-         "--register", name, "--set", "tracking.plot_nodes=0", "--json"],
+         "--register", name, "--set", "task.params.plot_nodes=0", "--json"],
         env,
     )  # fmt: skip
 

@@ -43,11 +43,13 @@ import torch
 
 from stgraph.data.adapters.base import RawDataset
 from stgraph.data.cards import DatasetCard
+from stgraph.data.config import DataConfig
 from stgraph.data.series import Series
+from stgraph.data.views import SeriesTrainView
 from stgraph.data.windows import split_samples
 from stgraph.graphs.recipes import build_graph
-from stgraph.models.base import ModelContext, build_model, count_parameters
-from stgraph.pipeline import DataSection, FitConfig, prepare
+from stgraph.models.base import build_model, count_parameters
+from stgraph.pipeline import FitConfig, prepare
 from stgraph.tasks.forecast import ForecastTask
 from stgraph.training.config import TrainConfig
 from stgraph.training.trainer import Trainer
@@ -121,7 +123,7 @@ def load_simulated(cache: Path) -> RawDataset:
 def simulated_task(cache: Path) -> ForecastTask:
     raw = load_simulated(cache)
     splits = split_samples(raw.series.timestamps, WINDOW, HORIZON)  # ratio 0.7 / 0.1 / 0.2
-    graph = build_graph(raw, raw.card.graph, splits.train_steps)
+    graph = build_graph(raw, raw.card.graph, SeriesTrainView.of(raw.series, splits.train_steps))
     return ForecastTask(raw.series, graph, splits, WINDOW, HORIZON)
 
 
@@ -132,7 +134,7 @@ def warm_up_windows() -> None:
 
     raw = simulate_traffic(num_nodes=8, days=2)
     splits = split_samples(raw.series.timestamps, WINDOW, HORIZON)
-    graph = build_graph(raw, raw.card.graph, splits.train_steps)
+    graph = build_graph(raw, raw.card.graph, SeriesTrainView.of(raw.series, splits.train_steps))
     task = ForecastTask(raw.series, graph, splits, WINDOW, HORIZON)
     next(task.batches("train", BATCH, shuffle=True))
 
@@ -149,7 +151,7 @@ def scenario_windows(args: argparse.Namespace) -> dict:
     peak_after_task = peak_rss_bytes()  # includes StandardScaler.fit's float64 temporaries
     checksum, count = 0.0, 0
     for batch in task.batches("train", BATCH, shuffle=True, seed=0, epoch=1):
-        checksum += float(batch.x.sum())  # touch the batch so that the gather is really done
+        checksum += float(batch.inputs.x.sum())  # touch the batch so that the gather is really done
         count += 1
     seconds = time.perf_counter() - started
     t, n, f = task.series.values.shape
@@ -178,23 +180,12 @@ def scenario_train(args: argparse.Namespace) -> dict:
     limit = args.limit_batches if args.quick and args.scenario == "train-sim" else None
     train = TrainConfig(epochs=2, batch_size=BATCH, patience=None, limit_batches=limit)
     if args.scenario == "train-los-loop":
-        data = DataSection(dataset="los-loop", data_dir=str(Path(args.data) / "traffic/los-loop"))
-        prepared = prepare(FitConfig(data=data, train=train))
-        task, context = prepared.task, prepared.context
+        data = DataConfig(dataset="los-loop", data_dir=str(Path(args.data) / "traffic/los-loop"))
+        task = prepare(FitConfig(data=data, train=train))  # task.params: window 12, horizon 12
     else:
         task = simulated_task(Path(args.cache))
-        series = task.series
-        context = ModelContext(
-            num_nodes=series.num_nodes,
-            in_channels=series.num_channels,
-            out_channels=task.num_targets,
-            window=WINDOW,
-            horizon=HORIZON,
-            steps_per_day=series.steps_per_day,
-            graph=task.graph,
-        )
     torch.manual_seed(train.seed)
-    model = build_model("stid", {}, context)
+    model = build_model("stid", {}, task.context)
     train_seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="stgraph-bench-") as run_dir:
         trainer = Trainer(task, model, train, Path(run_dir), quiet=True)

@@ -52,7 +52,8 @@ def _random_batch(x, index: int):
     (calendar fields and anchors are what the models' readouts and priors look at)."""
     import torch
 
-    from stgraph.tasks.forecast import ForecastBatch
+    from stgraph.tasks.base import Batch
+    from stgraph.tasks.forecast import ForecastInputs, ForecastTargets
 
     b, w, n, f = x.shape
     anchor = torch.arange(b) + index * b + w
@@ -60,16 +61,17 @@ def _random_batch(x, index: int):
     tod = (steps % 288).float() / 288
     dow = (steps // 288) % 7
     y = torch.randn(b, 12, n, f)
-    return ForecastBatch(
-        x,
-        torch.ones_like(x, dtype=torch.bool),
-        tod[:, :w],
-        dow[:, :w],
-        tod[:, w:],
-        dow[:, w:],
-        y,
-        torch.ones_like(y, dtype=torch.bool),
-        anchor,
+    return Batch(
+        ForecastInputs(
+            x,
+            torch.ones_like(x, dtype=torch.bool),
+            tod[:, :w],
+            dow[:, :w],
+            tod[:, w:],
+            dow[:, w:],
+            anchor,
+        ),
+        ForecastTargets(y, torch.ones_like(y, dtype=torch.bool)),
     )
 
 
@@ -77,13 +79,13 @@ def _context(num_nodes: int, in_channels: int = 1, graph=None):
     import torch
 
     from stgraph.graphs.graph import Graph
-    from stgraph.models.base import ModelContext
+    from stgraph.tasks.forecast import ForecastContext
 
     if graph is None:
         generator = torch.Generator().manual_seed(0)
         adj = (torch.rand(num_nodes, num_nodes, generator=generator) < 3 / num_nodes).float()
         graph = Graph.from_dense(((adj + adj.T) > 0).float())
-    return ModelContext(num_nodes, in_channels, 1, 12, 12, 288, graph)
+    return ForecastContext(num_nodes, in_channels, 1, 12, 12, 288, graph)
 
 
 def scenario_train(args: argparse.Namespace) -> dict:
@@ -120,7 +122,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
     model = build_model(args.model, params, context)
     if task is not None:
         start = time.perf_counter()
-        model.fit_train(task)
+        model.fit_train(task.train_view)
         fit_s = time.perf_counter() - start
     else:
         fit_s = None
@@ -144,7 +146,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
     small = batches[0].split(2)[0]
     counter = FlopCounterMode(display=False)
     with counter:
-        counted(small).abs().mean().backward()
+        counted(small.inputs).abs().mean().backward()
     flops = counter.get_total_flops() * args.batch_size / 2
     del counted
     times = []
@@ -153,7 +155,7 @@ def scenario_train(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         # As the trainer runs micro-batches: gradients of the parts add up to the batch's.
         for part in batch.split(micro):
-            (model(part).abs().mean() * (part.x.shape[0] / args.batch_size)).backward()
+            (model(part.inputs).abs().mean() * (len(part) / args.batch_size)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)

@@ -31,10 +31,16 @@ from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.flop_counter import FlopCounterMode
 
 from stgraph.graphs.graph import Graph
-from stgraph.models import ModelContext, build_model
+from stgraph.models import build_model
 from stgraph.models.base import count_parameters
 from stgraph.nn import graph_conv
-from stgraph.tasks.forecast import ForecastBatch
+from stgraph.tasks.base import Batch, Loss
+from stgraph.tasks.forecast import (
+    ForecastBatch,
+    ForecastContext,
+    ForecastInputs,
+    ForecastTargets,
+)
 
 LOS_LOOP = Path(__file__).resolve().parents[2] / "shared" / "data" / "traffic" / "los-loop"
 STTN = {"embed_dim": 64, "num_layers": 3, "num_heads": 2}
@@ -78,16 +84,20 @@ def random_graph(n: int, degree: int = 8, seed: int = 0) -> Graph:
 
 
 def random_batch(b: int, n: int, w: int = 12, h: int = 12) -> ForecastBatch:
-    return ForecastBatch(
-        x=torch.randn(b, w, n, 1),
-        x_mask=torch.ones(b, w, n, 1, dtype=torch.bool),
-        x_tod=torch.rand(b, w),
-        x_dow=torch.randint(0, 7, (b, w)),
-        y_tod=torch.rand(b, h),
-        y_dow=torch.randint(0, 7, (b, h)),
-        y=torch.randn(b, h, n, 1),
-        y_mask=torch.ones(b, h, n, 1, dtype=torch.bool),
-        anchor=torch.arange(b),
+    return Batch(
+        ForecastInputs(
+            x=torch.randn(b, w, n, 1),
+            x_mask=torch.ones(b, w, n, 1, dtype=torch.bool),
+            x_tod=torch.rand(b, w),
+            x_dow=torch.randint(0, 7, (b, w)),
+            y_tod=torch.rand(b, h),
+            y_dow=torch.randint(0, 7, (b, h)),
+            anchor=torch.arange(b),
+        ),
+        ForecastTargets(
+            y=torch.randn(b, h, n, 1),
+            y_mask=torch.ones(b, h, n, 1, dtype=torch.bool),
+        ),
     )
 
 
@@ -104,8 +114,9 @@ class RandomTask:
                 return
             yield random_batch(min(batch_size, total - start), self.n)
 
-    def loss(self, output: torch.Tensor, batch: ForecastBatch) -> torch.Tensor:
-        return (output - batch.y[:, : output.shape[1]]).abs().mean()
+    def loss(self, output: torch.Tensor, batch: ForecastBatch) -> Loss:
+        error = (output - batch.targets.y[:, : output.shape[1]]).abs()
+        return Loss(error.sum(), torch.tensor(error.numel()))
 
 
 def los_loop_task():
@@ -133,8 +144,8 @@ def train_epoch(model, task, batch_size: int, micro: int, limit: int | None):
     for batch in task.batches("train", batch_size, shuffle=True, limit=limit):
         optimiser.zero_grad(set_to_none=True)
         for part in batch.split(micro):
-            output = model(part)
-            loss = task.loss(output, part) * (part.x.shape[0] / batch.x.shape[0])
+            output = model(part.inputs)
+            loss = task.loss(output, part).mean() * (len(part) / len(batch))
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimiser.step()
@@ -147,7 +158,7 @@ def test_pass(model, task, batch_size: int, limit: int | None) -> float:
     model.eval()
     start = time.perf_counter()
     for batch in task.batches("test", batch_size, limit=limit):
-        model(batch)
+        model(batch.inputs)
     return time.perf_counter() - start
 
 
@@ -176,7 +187,7 @@ def training_step_flops(model, batch, micro: int) -> float:
     try:
         with FlopCounterMode(display=False) as counter:
             for part in batch.split(micro):
-                model(part).abs().mean().backward()
+                model(part.inputs).abs().mean().backward()
     finally:
         product.forward, product.backward = forward, backward
     model.zero_grad(set_to_none=True)
@@ -202,7 +213,7 @@ def scenario_train(threads: int, quick: bool, peak: float, extra: dict) -> list:
     params = {**params, **extra.get("override", {})}
     limit = 3 if quick else None
     task, graph, source = los_loop_task()
-    ctx = ModelContext(207, 1, 1, 12, 12, 288, graph)
+    ctx = ForecastContext(207, 1, 1, 12, 12, 288, graph)
     model = build_model(name, params, ctx)
     rows = [(f"{label}: los-loop data", source)]
     rows.append((f"{label}: parameters", f"{count_parameters(model):,}"))
@@ -230,13 +241,13 @@ def scenario_train(threads: int, quick: bool, peak: float, extra: dict) -> list:
 def scenario_bay(threads: int, quick: bool, peak: float, extra: dict) -> list:
     _setup(threads)
     _, name, params = extra["variant"][:3]
-    bay = ModelContext(325, 1, 1, 12, 12, 288, random_graph(325))
+    bay = ForecastContext(325, 1, 1, 12, 12, 288, random_graph(325))
     model = build_model(name, params, bay).eval()
     with torch.no_grad():
-        one = random_batch(1, 325)
+        one = random_batch(1, 325).inputs
         model(one)
         latency = min(_timed(lambda: model(one)) for _ in range(5))
-        big = random_batch(64, 325)
+        big = random_batch(64, 325).inputs
         model(big)
         seconds = min(_timed(lambda: model(big)) for _ in range(2))
     return [
@@ -249,10 +260,10 @@ def scenario_bay(threads: int, quick: bool, peak: float, extra: dict) -> list:
 def scenario_large(threads: int, quick: bool, peak: float, extra: dict) -> list:
     _setup(threads)
     n = extra["nodes"]
-    ctx_n = ModelContext(n, 1, 1, 12, 12, 288, random_graph(n))
+    ctx_n = ForecastContext(n, 1, 1, 12, 12, 288, random_graph(n))
     params = {**STTN, "spatial_neighbours": 32, "spatial_encoding": "learnable"}
     model = build_model("sttn", params, ctx_n)
-    one = random_batch(1, n)
+    one = random_batch(1, n).inputs
     model.train()
     step = min(_timed(lambda: model(one).abs().mean().backward()) for _ in range(2))
     model.eval()

@@ -43,8 +43,12 @@ def option(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def from_dict(cls: type[C], data: dict[str, Any] | None, where: str) -> C:
+def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses.
+
+    ``where`` is the dotted key of ``data`` as the user writes it (``"model.params"``), so that
+    errors name keys the way ``--set`` and the YAML files spell them (``train.lrr``); ``""`` for
+    the top level of a file.
 
     Raises:
         InputError: for an unknown key (with the closest known key) or a value of the wrong type.
@@ -54,12 +58,17 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str) -> C:
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
+        section = f"of '{where}'" if where else "at the top level"
         raise InputError(
-            f"Unknown config key '{where}.{unknown[0]}'.{did_you_mean(unknown[0], known)} "
-            f"Known keys of '{where}': {', '.join(sorted(known))}."
+            f"Unknown config key '{_key(where, unknown[0])}'.{did_you_mean(unknown[0], known)} "
+            f"Known keys {section}: {', '.join(sorted(known))}."
         )
-    values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    values = {name: _coerce(hints[name], value, _key(where, name)) for name, value in data.items()}
     return cls(**values)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

@@ -32,6 +32,15 @@ class TrainingDiverged(StgraphError):
     exit_code = 1
 
 
+class Terminated(KeyboardInterrupt):
+    """A termination signal (SIGTERM) raised as an interrupt, so that a run in progress ends
+    KILLED like one stopped with Ctrl-C; the command line exits ``128 + signum`` (143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' Did you mean ...?' hint with the closest of `choices`, or '' if none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -1,4 +1,5 @@
-"""The fit pipeline: dataset -> graph -> windows -> task -> model -> trainer -> MLflow.
+"""The fit pipeline: data -> task (windows, graphs, scalers) -> model -> trainer -> MLflow, the
+same for every task: everything task-specific happens behind the `Task` protocol.
 
 `resolve_config` turns ``stgraph fit NAME`` plus flags into one typed `FitConfig` (pipeline YAML
 from ``pipelines/``, then ``--config``, then ``--set``, then explicit flags); `fit` runs it.
@@ -26,42 +27,24 @@ from stgraph.config import (
     set_path,
     to_dict,
 )
-from stgraph.data.adapters.base import RawDataset
-from stgraph.data.scaler import per_split_scalers
-from stgraph.data.sources import open_dataset
-from stgraph.data.windows import split_samples
+from stgraph.data.config import DataConfig
 from stgraph.errors import InputError
-from stgraph.graphs.recipes import build_graph
-from stgraph.models.base import MODELS, ModelContext, build_model, count_parameters
-from stgraph.tasks.forecast import ForecastTask
+from stgraph.models.base import MODELS, build_model, count_parameters, resolve_model_config
+from stgraph.tasks.base import TASKS, Task
 from stgraph.training import distributed
 from stgraph.training.config import TrainConfig
-from stgraph.training.trainer import Trainer
+from stgraph.training.trainer import CHECKPOINT, Trainer
 
 
 @dataclass
-class DataSection:
-    dataset: str = option("simulator", "dataset card name, or the path of a CSV/Parquet file")
-    data_dir: str | None = option(None, "folder holding the dataset's files")
-    download: bool = option(False, "download missing files listed in the card")
-    window: int = option(12, "input steps")
-    horizon: int = option(12, "forecast steps")
-    split: dict = option({}, "overrides of the card's split (method, ratios, val_start, ...)")
-    graph: dict = option({}, "overrides of the card's graph recipe (method and parameters)")
-    loss: str = option("mae", "training loss: mae | mse | huber (masked, in the data's units)")
-    graph_file: str | None = option(None, "your own data: edge list or adjacency CSV")
-    freq: str | None = option(None, "your own data: sampling interval, e.g. 15min")
-    null_value: str | None = option(None, "your own data: zero | nan | none (what marks missing)")
-    normalization: str = option(
-        "train",
-        "train: one scaler fitted on the training steps | per_split: each split scaled with its "
-        "own statistics, as GRAM-ODE's official code does (leaks the test scale; parity runs only)",
-    )
+class TaskSection:
+    name: str = option("forecast", "registered task name (see `stgraph tasks`)")
+    params: dict = option({}, "the task's settings (checked against the task's config)")
 
 
 @dataclass
 class ModelSection:
-    name: str = option("stid", "registered model name (see `stgraph models`)")
+    name: str = option("", "registered model name (see `stgraph models`; default: the task's)")
     params: dict = option({}, "model hyperparameters (checked against the model's config)")
 
 
@@ -70,12 +53,12 @@ class TrackingSection:
     experiment: str | None = option(None, "MLflow experiment (default: the dataset name)")
     register: str | None = option(None, "register the model under this name")
     log_model: bool = option(True, "log the model as an MLflow pyfunc")
-    plot_nodes: int = option(4, "nodes shown in the forecast-vs-truth plot")
 
 
 @dataclass
 class FitConfig:
-    data: DataSection = field(default_factory=DataSection)
+    task: TaskSection = field(default_factory=TaskSection)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingSection = field(default_factory=TrackingSection)
@@ -101,6 +84,7 @@ def _read_pipeline(path: Path) -> dict[str, Any]:
 def resolve_config(
     dataset: str,
     model: str | None = None,
+    task: str | None = None,
     config_file: str | None = None,
     assignments: list[str] | None = None,
     flags: dict[str, Any] | None = None,
@@ -116,8 +100,13 @@ def resolve_config(
         data = deep_merge(_read_pipeline(path), data)
     if config_file:
         data = deep_merge(data, read_yaml_mapping(Path(config_file), "Config file"))
+    if task and task != data.get("task", {}).get("name", TaskSection.name):
+        # Another task: the pipeline's task settings, model and presets were not for it.
+        data = {"data": data.get("data", {}), "task": {"name": task}}
+    task_class = TASKS.get(data.get("task", {}).get("name", TaskSection.name))
+    data.setdefault("model", {}).setdefault("name", task_class.default_model)
     presets = data.pop("presets", {}) or {}
-    name = model or data.get("model", {}).get("name", ModelSection.name)
+    name = model or data["model"]["name"]
     if model and model != data.get("model", {}).get("name"):
         data["model"] = {"name": model}  # another model: the pipeline's params were not for it
     if name in presets:
@@ -128,66 +117,31 @@ def resolve_config(
     for key, value in (flags or {}).items():
         if value is not None:
             set_path(data, key, value)
-    config = from_dict(FitConfig, data, "config")
-    MODELS.get(config.model.name)  # unknown model: fail before loading any data
+    config = from_dict(FitConfig, data)
+    # Typos and bad values fail here, before any data is read; the resolved settings (defaults
+    # included) are what MLflow logs and the bundle keeps.
+    task_class = TASKS.get(config.task.name)
+    params = from_dict(task_class.config_class, config.task.params, "task.params")
+    config.task.params = to_dict(params)
+    model_class = MODELS.get(config.model.name)
+    if model_class.task != config.task.name:
+        fits = [n for n in MODELS.names() if MODELS.get(n).task == config.task.name]
+        raise InputError(
+            f"Model '{config.model.name}' is a {model_class.task} model; task "
+            f"'{config.task.name}' takes {', '.join(fits) or 'no registered model'}."
+        )
+    config.model.params = to_dict(resolve_model_config(config.model.name, config.model.params))
     for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size")):
         value = getattr(config.train, key)
         if value <= 0:  # fail before loading any data (the trainer checks again)
             raise InputError(f"train.{key} ({flag}) must be positive, got {value}.")
-    if config.data.normalization not in ("train", "per_split"):
-        raise InputError(
-            f"data.normalization must be 'train' or 'per_split', got {config.data.normalization!r}."
-        )
     return config
 
 
-@dataclass
-class Prepared:
-    """Everything a run needs before training starts."""
-
-    raw: RawDataset
-    task: ForecastTask
-    context: ModelContext
-
-
-def prepare(config: FitConfig) -> Prepared:
-    """Load the data, split it, build the graph from training steps only, make the task."""
-    d = config.data
-    raw = open_dataset(
-        d.dataset,
-        data_dir=d.data_dir,
-        download=d.download,
-        graph=d.graph_file,
-        freq=d.freq,
-        null_value=d.null_value,
-    )
-    series = raw.series
-    split = deep_merge(raw.card.split, d.split)
-    splits = split_samples(series.timestamps, d.window, d.horizon, **split)
-    # A different graph method replaces the card's recipe; the same one only tunes it.
-    same_method = d.graph.get("method", raw.card.graph.get("method")) == raw.card.graph.get(
-        "method"
-    )
-    recipe = deep_merge(raw.card.graph, d.graph) if same_method else dict(d.graph)
-    graph = build_graph(raw, recipe, splits.train_steps)
-    split_scalers = (
-        per_split_scalers(series, splits, d.window) if d.normalization == "per_split" else None
-    )
-    task = ForecastTask(
-        series, graph, splits, d.window, d.horizon, loss=d.loss, split_scalers=split_scalers
-    )
-    coords = torch.from_numpy(series.coords).float() if series.coords is not None else None
-    context = ModelContext(
-        num_nodes=series.num_nodes,
-        in_channels=series.num_channels,
-        out_channels=task.num_targets,
-        window=d.window,
-        horizon=d.horizon,
-        steps_per_day=series.steps_per_day,
-        graph=graph,
-        coords=coords,
-    )
-    return Prepared(raw, task, context)
+def prepare(config: FitConfig) -> Task:
+    """Load the data and make the task (splits, graphs and scalers from training data only)."""
+    cls = TASKS.get(config.task.name)
+    return cls.build(config.data, from_dict(cls.config_class, config.task.params, "task.params"))
 
 
 def fit(
@@ -196,8 +150,11 @@ def fit(
     """Train and evaluate one model; track everything in MLflow.
 
     Returns the run summary (``None`` on the non-zero ranks of a ``torchrun`` job, which neither
-    track nor report).
+    track nor report). The epoch checkpoints under ``runs_dir()/RUN_ID`` are removed once the run
+    has ended FINISHED (the model is in MLflow); a KILLED or FAILED run keeps them for
+    ``resume_run_id``.
     """
+    from stgraph.tracking.checkpoints import checkpoint_dir, remove_checkpoints
     from stgraph.tracking.store import runs_dir
     from stgraph.tracking.tracker import NullTracker, Tracker
 
@@ -206,14 +163,24 @@ def fit(
     dist = distributed.from_environment()
     trainer = None
     try:
-        prepared = prepare(config)
+        task = prepare(config)
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model.name, config.model.params, prepared.context)
-        name = prepared.raw.series.name
+        model = build_model(config.model.name, config.model.params, task.context)
+        name = task.dataset_name
         experiment = config.tracking.experiment or name
         # Built before the MLflow run exists, so that bad training settings (a batch larger than
         # the training split, an unknown optimiser) fail without leaving a run behind.
-        trainer = Trainer(prepared.task, model, config.train, runs_dir(), quiet=quiet, dist=dist)
+        trainer = Trainer(task, model, config.train, runs_dir(), quiet=quiet, dist=dist)
+        if resume_run_id is not None and model.trainable:
+            # Checked before the run is reopened: failing inside it would mark it FAILED.
+            checkpoint = checkpoint_dir(resume_run_id) / CHECKPOINT
+            if not checkpoint.is_file():
+                raise InputError(
+                    f"--resume {resume_run_id}: no checkpoint at {checkpoint}. A run that "
+                    "finished has none left (its model is in MLflow: `stgraph evaluate "
+                    f"{resume_run_id}`); one stopped before its first epoch ended never had one; "
+                    "`stgraph runs clean` removes those of stopped runs."
+                )
         tracker = (
             Tracker(experiment, f"{config.model.name}-{name}", resume_run_id)
             if dist.is_main
@@ -228,12 +195,11 @@ def fit(
                     file=sys.stderr,
                     flush=True,
                 )
-            resolved = to_dict(config)
-            resolved["model"]["params"] = to_dict(model.config)  # the model's defaults too
-            tracker.log_config(resolved)
+            tracker.log_config(to_dict(config))
             tracker.set_tags(
                 {
                     "stgraph.version": __version__,
+                    "task": task.name,
                     "dataset": name,
                     "model": config.model.name,
                     "pid": str(os.getpid()),
@@ -250,9 +216,12 @@ def fit(
             tracker.log_metrics(
                 {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch}
             )
-            summary = _finish(config, prepared, trainer, tracker, time.perf_counter() - started)
+            summary = _finish(config, task, trainer, tracker, time.perf_counter() - started)
+        # The run has ended FINISHED: the checkpoints were only for --resume.
+        remove_checkpoints(run_id)
         return {
             "run_id": run_id,
+            "task": task.name,
             "dataset": name,
             "model": config.model.name,
             "epochs": result.epochs_run,
@@ -267,32 +236,23 @@ def fit(
 
 
 def _finish(
-    config: FitConfig, prepared: Prepared, trainer: Trainer, tracker: Any, fit_seconds: float
+    config: FitConfig, task: Task, trainer: Trainer, tracker: Any, fit_seconds: float
 ) -> dict[str, Any]:
     """Score the best model on the test split and log the results, artifacts and model."""
     from stgraph.serving.bundle import save_bundle
     from stgraph.serving.pyfunc import log_pyfunc
-    from stgraph.tracking.report import log_evaluation
 
-    task, model = prepared.task, trainer.model
+    model = trainer.model
     test_metrics, predictions = trainer.predict_split("test")
     test = test_metrics.compute()
     tracker.log_metrics(test, prefix="test_")
     tracker.log_metrics({"fit_seconds": fit_seconds})
     with tempfile.TemporaryDirectory(prefix="stgraph-") as tmp:
         bundle = Path(tmp) / "model.pt"
-        save_bundle(
-            bundle,
-            task,
-            model,
-            config.model.name,
-            config.model.params,
-            prepared.raw.card.null_value,
-        )
+        save_bundle(bundle, task, model, config.model.name, to_dict(config))
         tracker.log_artifact(bundle, "checkpoint")
-        log_evaluation(
-            tracker, test_metrics, task, predictions, Path(tmp), config.tracking.plot_nodes
-        )
+        report = task.report("test", test_metrics, predictions, config.model.name)
+        tracker.log_report(report, Path(tmp))
         version = (
             log_pyfunc(bundle, config.tracking.register) if config.tracking.log_model else None
         )

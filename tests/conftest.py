@@ -1,4 +1,11 @@
-"""Shared fixtures. Real data lives at ../shared/data (CI sets STGRAPH_REQUIRE_REAL_DATA=1)."""
+"""Shared fixtures. Real data lives at ../shared/data (CI sets STGRAPH_REQUIRE_REAL_DATA=1).
+
+Markers (declared in pyproject.toml). ``slow``: every test that starts a process (``stgraph`` or
+``python`` via subprocess, torchrun, an ``mlflow server`` or ``mlflow models serve``, a notebook
+kernel) and any other test that takes more than a few seconds; mark the whole module with
+``pytestmark = pytest.mark.slow`` when all of it is, else the test. ``make test-fast`` runs
+``pytest -m "not slow"`` for the edit-test loop; ``make test`` and CI run everything.
+"""
 
 from __future__ import annotations
 

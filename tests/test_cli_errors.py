@@ -216,8 +216,25 @@ CASES: dict[str, Case] = {
     "unknown-model": Case(
         _on_good_csv("--model", "sttm"), ("Unknown model 'sttm'", "Did you mean 'sttn'")
     ),
+    # Keys are named as the user typed them (`train.lrr`, not `config.train.lrr`).
     "unknown-config-key": Case(
-        _on_good_csv("--set", "train.lrr=1"), ("train.lrr", "Did you mean 'lr'")
+        _on_good_csv("--set", "train.lrr=1"),
+        ("Unknown config key 'train.lrr'", "Did you mean 'lr'", "Known keys of 'train'"),
+    ),
+    "unknown-config-section": Case(
+        _on_good_csv("--set", "trian.lr=1"),
+        ("Unknown config key 'trian'", "Did you mean 'train'", "Known keys at the top level"),
+    ),
+    "config-value-of-wrong-type": Case(
+        _on_good_csv("--set", "train.lr=fast"), ("Config key 'train.lr' must be float",)
+    ),
+    "unknown-task-param": Case(
+        _on_good_csv("--set", "task.params.windw=6"),
+        ("Unknown config key 'task.params.windw'", "Did you mean 'window'"),
+    ),
+    "unknown-model-param": Case(
+        _on_good_csv("--set", "model.params.hiden=6"),
+        ("Unknown config key 'model.params.hiden'", "Did you mean 'hidden'"),
     ),
     "model-params-that-do-not-fit-together": Case(
         _on_good_csv("--model", "gram-ode", "--set", "model.params.node_readout=false"),
@@ -338,6 +355,7 @@ def test_bad_input_in_process(name, tmp_path, request, monkeypatch, capsys):
     _assert_nothing_written(before, tmp_path)
 
 
+@pytest.mark.slow  # one `python -m stgraph` process per case
 def test_bad_input_in_subprocesses(tmp_path, request):
     """The subset through ``python -m stgraph``, run side by side (each pays the import time),
     plus one with ``--debug``, which must show the traceback."""

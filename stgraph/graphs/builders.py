@@ -14,11 +14,11 @@ import torch
 from scipy.spatial import cKDTree
 from torch_geometric.utils import coalesce, to_undirected
 
+from stgraph.data.edges import parse_edge_list
 from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 
 EARTH_RADIUS_KM = 6371.0088
-DUPLICATE_RULES = ("first", "last", "min", "max", "mean", "error")
 
 
 def _as_square(matrix: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
@@ -216,27 +216,6 @@ def from_adjacency(adj: np.ndarray | torch.Tensor, what: str = "adjacency") -> G
     return Graph.from_dense(arr.astype(np.float32))
 
 
-def _id_strings(values: np.ndarray | pd.Series) -> np.ndarray:
-    """Ids as strings, with integral floats written without '.0' (CSV readers make 4.0 of 4)."""
-    col = pd.Series(np.asarray(values))
-    if pd.api.types.is_float_dtype(col) and np.isfinite(col).all() and (col % 1 == 0).all():
-        col = col.astype(np.int64)
-    return col.astype(str).str.strip().to_numpy()
-
-
-def _resolve_duplicates(
-    src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, n: int, rule: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    edge_index = torch.stack([src, dst])
-    if rule in ("min", "max", "mean"):
-        return coalesce(edge_index, w, n, reduce=rule)
-    key = (src * n + dst).numpy()
-    order = np.arange(len(key)) if rule == "first" else np.arange(len(key))[::-1]
-    _, pos = np.unique(key[order], return_index=True)  # unique keys come sorted by (src, dst)
-    chosen = torch.as_tensor(order[pos], dtype=torch.long)
-    return edge_index[:, chosen], w[chosen]
-
-
 def from_edge_list(
     edges: pd.DataFrame | np.ndarray,
     node_ids: list | tuple | np.ndarray,
@@ -245,85 +224,13 @@ def from_edge_list(
     unknown: Literal["error", "drop"] = "error",
     what: str = "edge list",
 ) -> Graph:
-    """A graph from rows ``(from, to[, weight])`` whose ends are node ids.
-
-    Columns are taken by position (the header names vary: ``cost``, ``distance``...); without a
-    third column every weight is 1. Ids are compared as strings, so ``400001`` in a CSV matches
-    the node id ``"400001"``. Every row becomes an edge, zero weights included (a zero distance
-    is real).
-
-    Args:
-        edges: a DataFrame or ``[E, 2|3]`` array.
-        node_ids: the node order; ``node_ids[i]`` is node i.
-        duplicates: for a (from, to) pair listed more than once, keep the ``"first"`` or
-            ``"last"`` row (DCRNN's loop keeps the last), the ``"min"``/``"max"``/``"mean"``
-            weight, or raise (``"error"``).
-        symmetric: also add j -> i for each i -> j; where the file lists both directions the
-            listed one wins, except for ``"min"``/``"max"``/``"mean"`` which combine both.
-        unknown: rows naming an id outside ``node_ids`` raise (``"error"``) or are skipped
-            (``"drop"``, DCRNN's rule for a distance file covering more sensors than the graph).
-        what: how to name the input in error messages (e.g. its file name).
-
-    Returns:
-        The graph, edges sorted by (from, to).
-
-    Raises:
-        InputError: bad shape, unknown ids, duplicate node ids, non-numeric or NaN weights, or
-            duplicate pairs under ``duplicates="error"``.
-    """
-    if duplicates not in DUPLICATE_RULES:
-        raise InputError(f"duplicates must be one of {DUPLICATE_RULES}, got '{duplicates}'.")
-    if unknown not in ("error", "drop"):
-        raise InputError(f"unknown must be 'error' or 'drop', got '{unknown}'.")
-    frame = pd.DataFrame(edges) if not isinstance(edges, pd.DataFrame) else edges
-    if frame.ndim != 2 or frame.shape[1] not in (2, 3):
-        raise InputError(
-            f"{what}: expected 2 or 3 columns (from, to[, weight]), got shape {frame.shape}."
-        )
-    ids = _id_strings(np.asarray(node_ids, dtype=object))
-    lookup = {node: i for i, node in enumerate(ids)}
-    if len(lookup) != len(ids):
-        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
-        raise InputError(f"{what}: node id '{dup}' appears more than once in node_ids.")
-    n = len(ids)
-    ends = []
-    for col in range(2):
-        names = _id_strings(frame.iloc[:, col].to_numpy())
-        ends.append(pd.Series(names).map(lookup).to_numpy(dtype=np.float64))
-    missing = np.isnan(ends[0]) | np.isnan(ends[1])
-    if missing.any() and unknown == "error":
-        row = int(np.argmax(missing))
-        bad = frame.iloc[row, 0] if np.isnan(ends[0][row]) else frame.iloc[row, 1]
-        raise InputError(
-            f"{what}: row {row} names node id '{bad}', which is not among the {n} node ids "
-            f"({int(missing.sum())} row(s) affected). Pass unknown='drop' to skip such rows."
-        )
-    if frame.shape[1] == 3:
-        weights = pd.to_numeric(frame.iloc[:, 2], errors="coerce").to_numpy(dtype=np.float64)
-        if np.isnan(weights[~missing]).any():
-            row = int(np.argmax(np.isnan(weights) & ~missing))
-            raise InputError(f"{what}: row {row} has a missing or non-numeric weight.")
-    else:
-        weights = np.ones(len(frame))
-    keep = ~missing
-    src = torch.as_tensor(ends[0][keep], dtype=torch.long)
-    dst = torch.as_tensor(ends[1][keep], dtype=torch.long)
-    w = torch.as_tensor(weights[keep], dtype=torch.float32)
-    if duplicates == "error":
-        key = (src * n + dst).numpy()
-        uniq, counts = np.unique(key, return_counts=True)
-        if (counts > 1).any():
-            pair = int(uniq[np.argmax(counts > 1)])
-            raise InputError(
-                f"{what}: pair ({ids[pair // n]}, {ids[pair % n]}) is listed "
-                f"{int(counts.max())} times; choose duplicates='first', 'min', 'max' or 'mean'."
-            )
-    edge_index, w = _resolve_duplicates(src, dst, w, n, duplicates)
-    if symmetric:
-        rule = duplicates if duplicates in ("min", "max", "mean") else "first"
-        both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
-        edge_index, w = _resolve_duplicates(both[0], both[1], torch.cat([w, w]), n, rule)
-    return Graph(edge_index, w, n)
+    """A `Graph` of the edges `stgraph.data.edges.parse_edge_list` reads from rows
+    ``(from, to[, weight])`` whose ends are node ids: the same arguments and the same errors."""
+    src, dst, weight = parse_edge_list(
+        edges, node_ids, duplicates=duplicates, symmetric=symmetric, unknown=unknown, what=what
+    )
+    edge_index = torch.as_tensor(np.stack([src, dst]), dtype=torch.long)
+    return Graph(edge_index, torch.as_tensor(weight, dtype=torch.float32), len(node_ids))
 
 
 def to_distance_matrix(graph: Graph, fill: float = np.inf) -> np.ndarray:

@@ -38,6 +38,7 @@ from stgraph.graphs.recipes import GRAPH_RECIPES
 if TYPE_CHECKING:
     from stgraph.data.adapters.base import RawDataset
     from stgraph.data.series import Series
+    from stgraph.data.views import SeriesTrainView
 
 
 # ----------------------------------------------------------------------------- spatial
@@ -64,7 +65,7 @@ def stgode_spatial_adjacency(
 
 @GRAPH_RECIPES.register("stgode-spatial")
 def _stgode_spatial(
-    raw: RawDataset, train_steps: int, sigma: float = 10.0, threshold: float = 0.5
+    raw: RawDataset, train: SeriesTrainView, sigma: float = 10.0, threshold: float = 0.5
 ) -> Graph:
     """STGODE/GRAM-ODE spatial graph: Gaussian of the z-scored road distances."""
     if raw.distances is None:
@@ -246,8 +247,7 @@ def semantic_adjacency(
 
 
 def dtw_graph_from_series(
-    series: Series,
-    train_steps: int,
+    train: SeriesTrainView,
     faithful: bool = False,
     rule: str | None = None,
     k: int = 6,
@@ -257,11 +257,9 @@ def dtw_graph_from_series(
     threshold: float = 0.6,
     cache: bool = True,
 ) -> np.ndarray:
-    """The DTW semantic adjacency ``[N, N]`` of ``series`` (see the module docstring)."""
-    if not 1 <= train_steps <= series.num_steps:
-        raise InputError(f"dtw: train_steps must be in [1, {series.num_steps}], got {train_steps}.")
-    stop = series.num_steps if faithful else train_steps
-    profiles = daily_profiles(series, stop)
+    """The DTW semantic adjacency ``[N, N]`` of the training steps (of every step, validation and
+    test included, with ``faithful``: the official code's leak; see the module docstring)."""
+    profiles = daily_profiles(train.leaky_full_series() if faithful else train.series)
     dist = cached_pairwise_dtw(profiles, radius, cache)
     return semantic_adjacency(
         dist, rule or ("mean-band" if faithful else "topk"), k, quantile, sigma, threshold
@@ -271,7 +269,7 @@ def dtw_graph_from_series(
 @GRAPH_RECIPES.register("dtw")
 def _dtw(
     raw: RawDataset,
-    train_steps: int,
+    train: SeriesTrainView,
     faithful: bool = False,
     rule: str | None = None,
     k: int = 6,
@@ -281,9 +279,7 @@ def _dtw(
     threshold: float = 0.6,
 ) -> Graph:
     """Semantic graph by DTW between daily profiles (training steps only unless ``faithful``)."""
-    adj = dtw_graph_from_series(
-        raw.series, train_steps, faithful, rule, k, quantile, radius, sigma, threshold
-    )
+    adj = dtw_graph_from_series(train, faithful, rule, k, quantile, radius, sigma, threshold)
     return Graph.from_dense(adj)
 
 

@@ -1,8 +1,8 @@
 """Graph recipes: how a dataset's graph is built, named in its card (``graph: {method: ...}``).
 
-A recipe is a function ``(raw, train_steps, **params) -> Graph`` registered in `GRAPH_RECIPES`.
+A recipe is a function ``(raw, train, **params) -> Graph`` registered in `GRAPH_RECIPES`.
 Recipes that learn the graph from the data (``correlation-knn``) read only the first
-``train_steps`` steps, so the graph never sees validation or test data.
+``train.series`` (the `SeriesTrainView`), so the graph never sees validation or test data.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ from stgraph.registry import Registry
 
 if TYPE_CHECKING:  # a runtime import would tie stgraph.graphs to every adapter module
     from stgraph.data.adapters.base import RawDataset
+    from stgraph.data.views import SeriesTrainView
 
 GraphRecipe = Callable[..., Graph]
-GRAPH_RECIPES: Registry[GraphRecipe] = Registry("graph recipe")
+# Recipes of other modules (the STGODE/GRAM-ODE graphs) register on the first look-up.
+GRAPH_RECIPES: Registry[GraphRecipe] = Registry(
+    "graph recipe", packages=("stgraph.graphs.ode_graphs",)
+)
 
 
 def _name(raw: RawDataset) -> str:
@@ -67,14 +71,14 @@ def _check_nodes(raw: RawDataset, matrix: np.ndarray, what: str) -> None:
 
 
 @GRAPH_RECIPES.register("none")
-def _none(raw: RawDataset, train_steps: int) -> Graph:
+def _none(raw: RawDataset, train: SeriesTrainView) -> Graph:
     """No edges (for models that learn their graph or use none)."""
     empty = torch.zeros(2, 0, dtype=torch.long)
     return Graph(empty, torch.zeros(0), raw.series.num_nodes)
 
 
 @GRAPH_RECIPES.register("adjacency")
-def _adjacency(raw: RawDataset, train_steps: int) -> Graph:
+def _adjacency(raw: RawDataset, train: SeriesTrainView) -> Graph:
     """The adjacency shipped with the dataset, as is."""
     _require(raw, "an adjacency matrix", raw.adjacency, "adjacency")
     _check_nodes(raw, raw.adjacency, "the adjacency")
@@ -84,7 +88,7 @@ def _adjacency(raw: RawDataset, train_steps: int) -> Graph:
 @GRAPH_RECIPES.register("gaussian-kernel")
 def _gaussian(
     raw: RawDataset,
-    train_steps: int,
+    train: SeriesTrainView,
     sigma: float | None = None,
     threshold: float = 0.1,
     self_loops: bool = True,
@@ -98,7 +102,7 @@ def _gaussian(
 @GRAPH_RECIPES.register("stgcn-kernel")
 def _stgcn(
     raw: RawDataset,
-    train_steps: int,
+    train: SeriesTrainView,
     scale: float = 1e4,
     sigma2: float = 0.1,
     epsilon: float = 0.5,
@@ -110,7 +114,7 @@ def _stgcn(
 
 
 @GRAPH_RECIPES.register("knn")
-def _knn(raw: RawDataset, train_steps: int, k: int, symmetric: bool = False) -> Graph:
+def _knn(raw: RawDataset, train: SeriesTrainView, k: int, symmetric: bool = False) -> Graph:
     """k nearest nodes by great-circle distance between the nodes' (lat, lon)."""
     _require(raw, "coordinates", raw.series.coords, "knn")
     return knn_graph(raw.series.coords, k, metric="haversine", symmetric=symmetric)
@@ -141,7 +145,7 @@ def masked_correlation(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @GRAPH_RECIPES.register("correlation-knn")
 def _correlation_knn(
-    raw: RawDataset, train_steps: int, k: int, channel: int = 0, symmetric: bool = False
+    raw: RawDataset, train: SeriesTrainView, k: int, channel: int = 0, symmetric: bool = False
 ) -> Graph:
     """Each node links to the k nodes whose training-period series correlate best with its own.
 
@@ -149,10 +153,10 @@ def _correlation_knn(
     constant), weighted with the same Gaussian as `knn_graph`. Pairs without a defined
     correlation are never neighbours.
     """
-    series = raw.series
-    if not 2 <= train_steps <= series.num_steps:
+    series = train.series
+    if series.num_steps < 2:
         raise InputError(
-            f"correlation-knn: train_steps must be in [2, {series.num_steps}], got {train_steps}."
+            f"correlation-knn: the training part has {series.num_steps} step(s); it needs two."
         )
     if not 0 <= channel < series.num_channels:
         raise InputError(
@@ -162,8 +166,8 @@ def _correlation_knn(
     if not isinstance(k, (int, np.integer)) or not 1 <= k < n:
         raise InputError(f"correlation-knn: k must be an integer in [1, {n - 1}], got {k}.")
     # Only the training slice: a data-driven graph must not look at validation or test steps.
-    values = series.values[:train_steps, :, channel]
-    mask = series.mask[:train_steps, :, channel]
+    values = series.values[:, :, channel]
+    mask = series.mask[:, :, channel]
     corr = masked_correlation(values, mask)
     dist = np.sqrt(2.0 * (1.0 - corr))
     dist[np.isnan(dist)] = np.inf
@@ -176,13 +180,13 @@ def _correlation_knn(
     return _gaussian_knn(src[ok], dst[ok], found[ok], n, symmetric)
 
 
-def build_graph(raw: RawDataset, recipe: dict, train_steps: int) -> Graph:
+def build_graph(raw: RawDataset, recipe: dict, train: SeriesTrainView) -> Graph:
     """Build the graph a recipe names, e.g. ``{"method": "knn", "k": 8}``.
 
     Args:
         raw: the loaded dataset.
         recipe: ``method`` plus that method's parameters (the dict is not modified).
-        train_steps: how many leading steps are training data; data-driven recipes read no more.
+        train: the training steps; data-driven recipes read nothing else.
 
     Raises:
         InputError: no or unknown method, unknown or missing parameters, or an input the dataset
@@ -206,14 +210,10 @@ def build_graph(raw: RawDataset, recipe: dict, train_steps: int) -> Graph:
     missing = [p.name for p in accepted if p.default is p.empty and p.name not in params]
     if missing:
         raise InputError(f"Graph method '{method}' needs parameter(s) {missing}.")
-    graph = func(raw, train_steps, **params)
+    graph = func(raw, train, **params)
     if graph.num_nodes != raw.series.num_nodes:
         raise InputError(
             f"Graph method '{method}' built {graph.num_nodes} nodes for dataset "
             f"'{_name(raw)}', whose series has {raw.series.num_nodes}."
         )
     return graph
-
-
-# Recipes defined in other modules register themselves on import (the STGODE/GRAM-ODE graphs).
-import stgraph.graphs.ode_graphs  # noqa: E402,F401

@@ -1,8 +1,6 @@
-"""Forecast models. Each module registers its models in `MODELS` when imported."""
+"""Models, each serving one task. A module of this package registers its models in `MODELS`;
+the registry imports them all on the first look-up."""
 
-from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext, build_model
-from stgraph.plugins import import_submodules
+from stgraph.models.base import MODELS, ForecastModel, Model, ModelConfig, build_model
 
-import_submodules(__name__)
-
-__all__ = ["MODELS", "ForecastModel", "ModelConfig", "ModelContext", "build_model"]
+__all__ = ["MODELS", "ForecastModel", "Model", "ModelConfig", "build_model"]

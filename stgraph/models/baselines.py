@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from stgraph.data.views import SeriesTrainView
 from stgraph.data.windows import calendar_features
-from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.models.base import MODELS, ForecastModel, ModelConfig
 from stgraph.nn.encodings import day_slot
+from stgraph.tasks.forecast import ForecastContext
 
 
 @MODELS.register("persistence")
@@ -20,9 +22,9 @@ class Persistence(ForecastModel):
 
     trainable = False
 
-    def forward(self, batch) -> torch.Tensor:
+    def forward(self, inputs) -> torch.Tensor:
         out = self.context.out_channels
-        x, observed = batch.x[..., :out], batch.x_mask[..., :out]
+        x, observed = inputs.x[..., :out], inputs.x_mask[..., :out]
         steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         last = torch.where(observed, steps, -1).amax(dim=1, keepdim=True)  # [B, 1, N, F]
         value = x.gather(1, last.clamp_min(0))
@@ -31,18 +33,17 @@ class Persistence(ForecastModel):
 
 
 def weekday_slot_totals(
-    task, channels: int, steps_per_day: int
+    train: SeriesTrainView, channels: int, steps_per_day: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums and counts of the observed training values of the first ``channels`` channels in
     the task's scaling, per day of week and time-of-day slot: two float64 ``[7, slots, N, F]``.
-    The training steps only; coarser tables (kind of day, all days) are sums over its rows."""
-    steps = task.splits.train_steps
-    series = task.series
-    values = torch.from_numpy(series.values[:steps, :, :channels]).double()
-    mask = torch.from_numpy(series.mask[:steps, :, :channels])
-    tod, dow = calendar_features(series.timestamps[:steps])
+    Coarser tables (kind of day, all days) are sums over its rows."""
+    series = train.series
+    values = torch.from_numpy(series.values[:, :, :channels]).double()
+    mask = torch.from_numpy(series.mask[:, :, :channels])
+    tod, dow = calendar_features(series.timestamps)
     cell = torch.from_numpy(dow) * steps_per_day + day_slot(torch.from_numpy(tod), steps_per_day)
-    scaled = torch.where(mask, task.scaler.transform(values, slice(0, channels)), 0.0)
+    scaled = torch.where(mask, train.scaler.transform(values, slice(0, channels)), 0.0)
     shape = (7 * steps_per_day, *values.shape[1:])
     sums = torch.zeros(shape, dtype=torch.float64).index_add_(0, cell, scaled)
     counts = torch.zeros(shape, dtype=torch.float64).index_add_(0, cell, mask.double())
@@ -77,14 +78,14 @@ class HistoricalAverage(ForecastModel):
     config_class = HistoricalAverageConfig
     trainable = False
 
-    def __init__(self, config: ModelConfig, context: ModelContext) -> None:
+    def __init__(self, config: ModelConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         slots, nodes, out = context.steps_per_day, context.num_nodes, context.out_channels
         self.register_buffer("table", torch.zeros(7, slots, nodes, out))
 
-    def fit_train(self, task) -> None:
+    def fit_train(self, train: SeriesTrainView) -> None:
         context = self.context
-        sums, counts = weekday_slot_totals(task, context.out_channels, context.steps_per_day)
+        sums, counts = weekday_slot_totals(train, context.out_channels, context.steps_per_day)
         # Coarsest first, each finer level replacing it where it has observations.
         mean = sums.sum((0, 1)) / counts.sum((0, 1)).clamp_min(1)  # [N, F], the overall mean
         levels = [
@@ -97,6 +98,6 @@ class HistoricalAverage(ForecastModel):
             mean = torch.where(level_counts > 0, level, mean)[rows]
         self.table.copy_(mean.float())
 
-    def forward(self, batch) -> torch.Tensor:
-        slot = day_slot(batch.y_tod, self.context.steps_per_day)
-        return self.table[batch.y_dow, slot]  # [B, H, N, F]
+    def forward(self, inputs) -> torch.Tensor:
+        slot = day_slot(inputs.y_tod, self.context.steps_per_day)
+        return self.table[inputs.y_dow, slot]  # [B, H, N, F]

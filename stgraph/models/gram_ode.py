@@ -32,7 +32,7 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
     - ``dtw_faithful=False``: the DTW graph uses the training steps only and links the most
       similar pairs (the paper's definition), not pairs near the mean DTW distance from all days.
     - Normalisation: the task's train-only scaler. The official per-split scaling (test inputs
-      scaled with test statistics) is ``data.normalization: per_split``, which the
+      scaled with test statistics) is ``task.params.normalization: per_split``, which the
       ``gram-ode-faithful`` preset of the PEMS pipelines switches on (parity runs only).
     - The edge ODE is computed in closed form for the one-Euler-step grid (exact, no
       ``[B, N, N, T]`` tensor); other solvers use the dense state.
@@ -63,6 +63,7 @@ Deviations of ``gram-ode`` from the official code (each is a config switch):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -78,50 +79,27 @@ from torch.utils.checkpoint import (
 )
 
 from stgraph.config import option
+from stgraph.data.views import SeriesTrainView
 from stgraph.graphs.ode_graphs import dtw_graph_from_series
-from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.models.base import MODELS, ForecastModel, ModelConfig
 from stgraph.models.baselines import by_day_type, day_type, weekday_slot_totals
 from stgraph.nn.encodings import CalendarEmbedding, NodeEmbedding, day_slot
 from stgraph.nn.ode import GramODEModule, NodeAttention, STGODEBlockODE, stgode_operator
 from stgraph.nn.temporal_conv import TemporalConvNet
+from stgraph.tasks.forecast import ForecastContext
 
-RECOMMENDED_TRAINING: dict[str, dict[str, Any]] = {
-    # Official run_stode.py/args.py: SmoothL1 on the raw scale, AdamW, MultiStepLR, early stop 30
-    # epochs on validation MAPE.
-    "gram-ode": {
-        "loss": "huber",
-        "optimizer": "adamw",
-        "lr": 2e-4,
-        "weight_decay": 0.01,
-        "scheduler": "multistep",
-        "scheduler_params": {"milestones": [15, 50, 105, 145], "gamma": 0.13},
-        "batch_size": 64,
-        "epochs": 200,
-        "patience": 30,
-        "select_on": "val_mape",
-        "seed": 100,
-    },
-    # Official STGODE: AdamW 2e-3, StepLR(50, 0.5), batch 16, 200 epochs, best val RMSE.
-    "stgode": {
-        "loss": "mae",
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "weight_decay": 0.01,
-        "scheduler": "step",
-        "scheduler_params": {"step_size": 50, "gamma": 0.5},
-        "batch_size": 16,
-        "epochs": 200,
-        "select_on": "val_rmse",
-        "seed": 2,
-    },
-}
-RECOMMENDED_TRAINING["gram-ode-faithful"] = {
-    **RECOMMENDED_TRAINING["gram-ode"],
-    "normalization": "per_split (data.normalization; stgraph.data.scaler.per_split_scalers)",
-}
+# The official training recipes of GRAM-ODE and STGODE, and the per-split scaling of the faithful
+# variant, are pipeline presets: see pipelines/_pems-flow.yaml.
 
 
 # ----------------------------------------------------------------------------- configs
+def _redefault(parent: type, name: str, default: Any) -> Any:
+    """Field ``name`` of dataclass ``parent`` with another default and the same help text, for
+    a subclass that changes only the default (so the help is written once)."""
+    (field,) = (f for f in dataclasses.fields(parent) if f.name == name)
+    return option(default, field.metadata["help"])
+
+
 @dataclass
 class ODEBackboneConfig(ModelConfig):
     """Settings shared by STGODE and GRAM-ODE: the TCN, the branches and the solver."""
@@ -167,9 +145,7 @@ class GramODEConfig(ODEBackboneConfig):
     )
     clip: str = option("softplus", "message-filter bound: softplus(c) or raw c (official)")
     mask_init: str = option("zeros", "init of the learnable N x N mask: zeros or randn (official)")
-    last_value_skip: bool = option(
-        True, "add the last observed target value to every horizon (the net learns the change)"
-    )
+    last_value_skip: bool = _redefault(ODEBackboneConfig, "last_value_skip", True)
     node_readout: bool = option(
         True, "add a per-node readout (features, node and calendar embeddings) to the head"
     )
@@ -188,22 +164,17 @@ class GramODEConfig(ODEBackboneConfig):
 
 @dataclass
 class GramODEFaithfulConfig(GramODEConfig):
-    tcn_bug: bool = option(True, "reproduce the official TCN residual precedence bug")
-    clip: str = option("raw", "message-filter bound: softplus(c) or raw c (official)")
-    mask_init: str = option("randn", "init of the learnable N x N mask: zeros or randn (official)")
-    dtw_faithful: bool = option(True, "DTW graph from all days, linking pairs near the mean")
-    last_value_skip: bool = option(
-        False, "add the last observed target value to every horizon (the net learns the change)"
-    )
-    node_readout: bool = option(
-        False, "add a per-node readout (features, node and calendar embeddings) to the head"
-    )
-    seasonal_prior: bool = option(
-        False, "feed the readout the training split's mean at each target time (needs the readout)"
-    )
-    readout_window: bool = option(
-        False, "feed the readout each node's input window of the targets, less its last value"
-    )
+    """`GramODEConfig` with the official code's quirks on and the additions off: only the
+    defaults that differ are overridden, so a field added to `GramODEConfig` reaches this one."""
+
+    tcn_bug: bool = _redefault(GramODEConfig, "tcn_bug", True)
+    clip: str = _redefault(GramODEConfig, "clip", "raw")
+    mask_init: str = _redefault(GramODEConfig, "mask_init", "randn")
+    dtw_faithful: bool = _redefault(GramODEConfig, "dtw_faithful", True)
+    last_value_skip: bool = _redefault(GramODEConfig, "last_value_skip", False)
+    node_readout: bool = _redefault(GramODEConfig, "node_readout", False)
+    seasonal_prior: bool = _redefault(GramODEConfig, "seasonal_prior", False)
+    readout_window: bool = _redefault(GramODEConfig, "readout_window", False)
 
 
 @dataclass
@@ -259,7 +230,7 @@ class _Block(nn.Module):
 class _ODEForecaster(ForecastModel):
     """Shared plumbing: input layout, graph operators, the DTW graph fitted on training data."""
 
-    def _setup_graphs(self, config: Any, context: ModelContext) -> None:
+    def _setup_graphs(self, config: Any, context: ForecastContext) -> None:
         n = context.num_nodes
         spatial = context.graph.to_dense()
         self.register_buffer("spatial_operator", stgode_operator(spatial, config.operator_alpha))
@@ -268,21 +239,20 @@ class _ODEForecaster(ForecastModel):
         self.register_buffer("semantic_fitted", torch.zeros((), dtype=torch.bool))
         self._warned = False
 
-    def semantic_adjacency(self, task: Any) -> np.ndarray:
+    def semantic_adjacency(self, train: SeriesTrainView) -> np.ndarray:
         c = self.config
         return dtw_graph_from_series(
-            task.series,
-            task.splits.train_steps,
+            train,
             faithful=c.dtw_faithful,
             rule=None if c.dtw_faithful else c.dtw_rule,
-            k=min(c.dtw_k, task.series.num_nodes - 1),
+            k=min(c.dtw_k, train.series.num_nodes - 1),
             quantile=c.dtw_quantile,
             radius=c.dtw_radius,
         )
 
-    def fit_train(self, task: Any) -> None:
+    def fit_train(self, train: SeriesTrainView) -> None:
         """Build the DTW graph from the training steps (all steps if ``dtw_faithful``)."""
-        adj = torch.as_tensor(self.semantic_adjacency(task))
+        adj = torch.as_tensor(self.semantic_adjacency(train))
         operator = stgode_operator(adj, self.config.operator_alpha)
         self.semantic_operator.copy_(operator.to(self.semantic_operator.device))
         self.semantic_fitted.fill_(True)
@@ -300,16 +270,16 @@ class _ODEForecaster(ForecastModel):
         return self.spatial_operator, self.semantic_operator
 
     @staticmethod
-    def _last_value(batch: Any, width: int) -> torch.Tensor:
+    def _last_value(inputs: Any, width: int) -> torch.Tensor:
         """``[B, 1, N, width]``: each node's last input of the target channels (inputs and
         outputs share the task's scaling, and the targets are the first channels)."""
-        return batch.x[:, -1:, :, :width]
+        return inputs.x[:, -1:, :, :width]
 
-    def _skip(self, batch: Any, y: torch.Tensor) -> torch.Tensor:
+    def _skip(self, inputs: Any, y: torch.Tensor) -> torch.Tensor:
         """``y`` plus, with ``last_value_skip``, each node's last value."""
         if not self.config.last_value_skip:
             return y
-        return y + self._last_value(batch, y.shape[-1])
+        return y + self._last_value(inputs, y.shape[-1])
 
     def _run_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         spatial, semantic = self._operators()
@@ -338,6 +308,8 @@ class SeasonalPrior(nn.Module):
     with a few weeks of data a slot's mean holds the target with a weight of one day in a few,
     and a model fed the plain mean learns to read the target from it (on los-loop, five
     training days: training loss 2.2 against validation 4.2). Evaluation uses the full mean.
+    The value left out comes from the training steps that `fit` keeps (a buffer that is not
+    saved with the weights), found by the target step's index: the model never reads a target.
     """
 
     def __init__(
@@ -352,28 +324,39 @@ class SeasonalPrior(nn.Module):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("shift", torch.zeros(channels))  # the task's scaler, so that
         self.register_buffer("scale", torch.ones(channels))  # targets can be left out
+        # The training steps' values, for leaving each out of its own mean (training only).
+        empty = (0, num_nodes, channels)
+        self.register_buffer("train_values", torch.zeros(empty), persistent=False)
+        self.register_buffer(
+            "train_observed", torch.zeros(empty, dtype=torch.bool), persistent=False
+        )
 
-    def fit(self, task: Any) -> None:
+    def fit(self, train: SeriesTrainView) -> None:
         channels = self.sums.shape[-1]
-        sums, counts = weekday_slot_totals(task, channels, self.steps_per_day)
+        sums, counts = weekday_slot_totals(train, channels, self.steps_per_day)
         self.sums.copy_(by_day_type(sums))
         self.counts.copy_(by_day_type(counts))
-        self.train_steps.fill_(task.splits.train_steps)
-        self.shift.copy_(torch.from_numpy(task.scaler.mean[:channels]))
-        self.scale.copy_(torch.from_numpy(task.scaler.std[:channels]))
+        self.train_steps.fill_(train.num_steps)
+        self.shift.copy_(torch.from_numpy(train.scaler.mean[:channels]))
+        self.scale.copy_(torch.from_numpy(train.scaler.std[:channels]))
+        device = self.sums.device
+        self.train_values = torch.from_numpy(train.series.values[..., :channels]).to(device)
+        self.train_observed = torch.from_numpy(train.series.mask[..., :channels]).to(device)
 
-    def forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and the number of training days behind it (0 where it falls back to the
         overall training mean), both ``[B, H, N, F]``."""
-        slot = day_slot(batch.y_tod, self.steps_per_day)  # [B, H]
-        kind = day_type(batch.y_dow)
+        slot = day_slot(inputs.y_tod, self.steps_per_day)  # [B, H]
+        kind = day_type(inputs.y_dow)
         sums, counts = self.sums[kind, slot], self.counts[kind, slot]  # [B, H, N, F], own kind
         all_sums, all_counts = self.sums[:, slot].sum(0), self.counts[:, slot].sum(0)  # all days
-        if self.training:
+        if self.training and len(self.train_values):
             horizon = slot.shape[1]
-            steps = batch.anchor[:, None] + torch.arange(1, horizon + 1, device=slot.device)
-            own = batch.y_mask & (steps < self.train_steps)[:, :, None, None]
-            value = torch.where(own, (batch.y - self.shift) / self.scale, 0.0)
+            steps = inputs.anchor[:, None] + torch.arange(1, horizon + 1, device=slot.device)
+            inside = steps < len(self.train_values)
+            known = steps.clamp_max(len(self.train_values) - 1)
+            own = self.train_observed[known] & inside[:, :, None, None]
+            value = torch.where(own, (self.train_values[known] - self.shift) / self.scale, 0.0)
             sums, all_sums = sums - value, all_sums - value
             counts, all_counts = counts - own.float(), all_counts - own.float()
         # A slot without training values falls back to 0: the training mean, once scaled.
@@ -404,16 +387,16 @@ class NodeReadout(nn.Module):
             else nn.Linear(width, d_out)
         )
 
-    def forward(self, features: torch.Tensor, batch: Any) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, inputs: Any) -> torch.Tensor:
         if self.node is not None:
             b, n = features.shape[:2]
-            when = self.calendar(batch.x_tod[:, -1:], batch.x_dow[:, -1:])  # [B, 1, e]
+            when = self.calendar(inputs.x_tod[:, -1:], inputs.x_dow[:, -1:])  # [B, 1, e]
             who = self.node().expand(b, n, -1)
             features = torch.cat([features, who, when.expand(b, n, -1)], dim=-1)
         return self.mlp(features)
 
 
-def _check(context: ModelContext, config: Any) -> None:
+def _check(context: ForecastContext, config: Any) -> None:
     if config.tcn_widths[-1] != config.hidden:
         raise ValueError(
             f"tcn_widths must end with hidden ({config.hidden}), got {config.tcn_widths}"
@@ -429,7 +412,7 @@ class GramODE(_ODEForecaster):
 
     config_class = GramODEConfig
 
-    def __init__(self, config: GramODEConfig, context: ModelContext) -> None:
+    def __init__(self, config: GramODEConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         _check(context, config)
         n, w, c = context.num_nodes, context.window, config.hidden
@@ -507,10 +490,10 @@ class GramODE(_ODEForecaster):
             else None
         )
 
-    def fit_train(self, task: Any) -> None:
-        super().fit_train(task)
+    def fit_train(self, train: SeriesTrainView) -> None:
+        super().fit_train(train)
         if self.prior is not None:
-            self.prior.fit(task)
+            self.prior.fit(train)
 
     @staticmethod
     def _tcn(width_in: int, config: GramODEConfig) -> TemporalConvNet:
@@ -518,31 +501,31 @@ class GramODE(_ODEForecaster):
             width_in, config.tcn_widths, config.kernel_size, config.dropout, config.tcn_bug
         )
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        outs = self._run_branches(batch.x)
+    def forward(self, inputs: Any) -> torch.Tensor:
+        outs = self._run_branches(inputs.x)
         b, n = outs[0].shape[:2]
         stacked = torch.stack(outs, dim=-1).reshape(b, n, -1)  # [B, N, W * C * branches]
         h, out = self.context.horizon, self.context.out_channels
         y = self.head(stacked).view(b, n, h, out).transpose(1, 2)  # [B, H, N, F_out]
         if self.node_readout is not None:
-            last = self._last_value(batch, out)  # [B, 1, N, F_out]
+            last = self._last_value(inputs, out)  # [B, 1, N, F_out]
             extras = [stacked]
             if self.config.readout_window:
                 # The node's own recent course, relative to where it stands now.
-                extras.append(self._per_node(batch.x[..., :out] - last))
+                extras.append(self._per_node(inputs.x[..., :out] - last))
             if self.prior is not None:
                 # The prior's gap to the last value, per target step: what the readout can
                 # weigh against persistence, horizon by horizon.
-                prior, days = self.prior(batch)
+                prior, days = self.prior(inputs)
                 gap = prior - last  # [B, H, N, F_out]
                 extras.append(self._per_node(gap))
                 trust = self.prior_weight[0, :, None] + self.prior_weight[1, :, None] / (
                     days.clamp_min(1.0)
                 )
                 y = y + trust * gap
-            readout = self.node_readout(torch.cat(extras, dim=-1), batch)
+            readout = self.node_readout(torch.cat(extras, dim=-1), inputs)
             y = y + readout.view(b, n, h, out).transpose(1, 2)
-        return self._skip(batch, y)
+        return self._skip(inputs, y)
 
     @staticmethod
     def _per_node(steps: torch.Tensor) -> torch.Tensor:
@@ -565,7 +548,7 @@ class STGODE(_ODEForecaster):
 
     config_class = STGODEConfig
 
-    def __init__(self, config: STGODEConfig, context: ModelContext) -> None:
+    def __init__(self, config: STGODEConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         _check(context, config)
         n, w, c = context.num_nodes, context.window, config.hidden
@@ -595,8 +578,8 @@ class STGODE(_ODEForecaster):
         h, out = context.horizon, context.out_channels
         self.head = nn.Sequential(nn.Linear(w * c, h * 32), nn.ReLU(), nn.Linear(h * 32, h * out))
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        pooled = torch.stack(self._run_branches(batch.x), dim=0).amax(0)  # [B, N, W, C]
+    def forward(self, inputs: Any) -> torch.Tensor:
+        pooled = torch.stack(self._run_branches(inputs.x), dim=0).amax(0)  # [B, N, W, C]
         b, n = pooled.shape[:2]
         y = self.head(pooled.reshape(b, n, -1))
-        return self._skip(batch, y.view(b, n, self.context.horizon, -1).transpose(1, 2))
+        return self._skip(inputs, y.view(b, n, self.context.horizon, -1).transpose(1, 2))

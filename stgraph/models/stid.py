@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from stgraph.config import option
-from stgraph.models.base import MODELS, ForecastModel, ModelConfig, ModelContext
+from stgraph.models.base import MODELS, ForecastModel, ModelConfig
 from stgraph.nn.encodings import day_slot
+from stgraph.tasks.forecast import ForecastContext
 
 
 @dataclass
@@ -44,7 +45,7 @@ class STID(ForecastModel):
 
     config_class = STIDConfig
 
-    def __init__(self, config: STIDConfig, context: ModelContext) -> None:
+    def __init__(self, config: STIDConfig, context: ForecastContext) -> None:
         super().__init__(config, context)
         d = config.hidden
         self.input_projection = nn.Linear(context.window * context.in_channels, d)
@@ -63,14 +64,14 @@ class STID(ForecastModel):
         )
         self.head = nn.Linear(width, context.horizon * context.out_channels)
 
-    def forward(self, batch) -> torch.Tensor:
-        b, w, n, f = batch.x.shape
-        h = [self.input_projection(batch.x.permute(0, 2, 1, 3).reshape(b, n, w * f))]
+    def forward(self, inputs) -> torch.Tensor:
+        b, w, n, f = inputs.x.shape
+        h = [self.input_projection(inputs.x.permute(0, 2, 1, 3).reshape(b, n, w * f))]
         if self.config.node_embedding:
             h.append(self.node.expand(b, -1, -1))
         if self.config.calendar_embedding:
-            slot = day_slot(batch.x_tod[:, -1], self.context.steps_per_day)
+            slot = day_slot(inputs.x_tod[:, -1], self.context.steps_per_day)
             h.append(self.time_of_day(slot)[:, None].expand(-1, n, -1))
-            h.append(self.day_of_week(batch.x_dow[:, -1])[:, None].expand(-1, n, -1))
+            h.append(self.day_of_week(inputs.x_dow[:, -1])[:, None].expand(-1, n, -1))
         out = self.head(self.encoder(torch.cat(h, dim=-1)))  # [B, N, H * F_out]
         return out.reshape(b, n, self.context.horizon, -1).transpose(1, 2)

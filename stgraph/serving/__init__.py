@@ -1,5 +1,6 @@
-"""Forecasting with trained models: the self-contained model bundle and the `Forecaster`."""
+"""Serving trained models, for every task: the model bundle, the MLflow pyfunc, model resolution
+in the registry, one-off predictions (`stgraph forecast`) and scheduled jobs."""
 
-from stgraph.serving.bundle import Forecaster, save_bundle
+from stgraph.serving.bundle import load_predictor, save_bundle
 
-__all__ = ["Forecaster", "save_bundle"]
+__all__ = ["load_predictor", "save_bundle"]

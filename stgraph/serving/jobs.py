@@ -1,15 +1,19 @@
-"""Scheduled forecast jobs: one YAML file says which model forecasts from which input, where the
-tables go and how often.
+"""Scheduled prediction jobs, for every task: one YAML file says which model predicts from which
+input, where the tables go and how often.
 
 A job file (``pipelines/jobs/NAME.yaml``, or any path)::
 
     model_uri: models:/simulator-stid@prod   # what `stgraph forecast` takes
     input: readings.parquet                  # or  dataset: simulator  (+ data_dir)
-    output: forecasts/sim/{as_of}.parquet    # one file per tick; {as_of:%Y%m%d%H%M} also works
+    output: sim/{as_of}.parquet              # one file per tick; {as_of:%Y%m%d%H%M} also works
     frequency: 5min                          # the tick interval of run / backfill
 
-Relative paths are taken from the current directory, like every other path on the command line.
-``{as_of}`` expands to ``20240128T2355`` style (seconds are added when not zero).
+A relative ``output`` is taken from the forecasts folder, `forecasts_dir` (``$STGRAPH_HOME/
+forecasts``, ``~/.local/share/stgraph/forecasts`` on Linux), never from the current directory, so
+that a job run from a source checkout or a home folder writes nothing there; an absolute one is
+used as it is. Relative ``input`` and ``data_dir`` are read from the current directory, like every
+other input path on the command line. ``{as_of}`` expands to ``20240128T2355`` style (seconds are
+added when not zero).
 
 ``run`` forecasts one tick, ``backfill`` every tick of a range (ticks whose output is already
 complete are skipped, so an interrupted backfill resumes where it stopped), ``score`` compares the
@@ -30,7 +34,6 @@ import pandas as pd
 
 from stgraph.config import from_dict, option, read_yaml_mapping
 from stgraph.errors import InputError, LockedError
-from stgraph.serving.history import load_history, parse_timestamp
 from stgraph.serving.output import output_complete, output_format, read_output
 from stgraph.serving.registry import ResolvedModel, resolve_model
 from stgraph.serving.run import DEFAULT_EXPERIMENT, write_forecast
@@ -88,7 +91,11 @@ def load_job(name_or_path: str) -> JobSpec:
                 f"No job named '{name_or_path}' in {jobs_dir()} (known: {', '.join(known)}); "
                 "or give the path of a job file."
             )
-    spec = from_dict(JobSpec, read_yaml_mapping(path, "Job file"), "job")
+    data = read_yaml_mapping(path, "Job file")
+    try:
+        spec = from_dict(JobSpec, data)
+    except InputError as exc:
+        raise InputError(f"Job file {path}: {exc}") from None
     spec.name = spec.name or path.stem
     where = f"Job file {path}"
     for key in ("model_uri", "output", "frequency"):
@@ -111,23 +118,43 @@ def load_job(name_or_path: str) -> JobSpec:
     return spec
 
 
+def forecasts_dir() -> Path:
+    """Where relative job outputs go: ``$STGRAPH_HOME/forecasts``."""
+    from stgraph.tracking.store import stgraph_home
+
+    return stgraph_home() / "forecasts"
+
+
+def _resolve(path: str) -> Path:
+    """A job's output path: absolute as given, relative ones under `forecasts_dir`."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else forecasts_dir() / resolved
+
+
 def output_path(spec: JobSpec, as_of: pd.Timestamp) -> Path:
-    return Path(spec.output.format(as_of=_AsOf(as_of))).expanduser().absolute()
+    return _resolve(spec.output.format(as_of=_AsOf(as_of)))
+
+
+def output_pattern(spec: JobSpec) -> Path:
+    """The job's output path with ``{as_of}`` left as it is (what the messages show)."""
+    return _resolve(spec.output)
 
 
 def _open(spec: JobSpec) -> tuple[ResolvedModel, Any]:
     model = resolve_model(spec.model_uri)
-    history = load_history(model.forecaster, spec.input, spec.dataset, spec.data_dir)
+    history = model.predictor.read_input(spec.input, spec.dataset, spec.data_dir)
     return model, history
 
 
 def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, force: bool):
     """Forecast each tick; skip those with a complete output (unless ``force``)."""
-    expected = model.forecaster.horizon * len(model.forecaster.node_ids)
+    expected, ids = model.predictor.rows_per_prediction, model.predictor.id_columns
+    pattern = output_pattern(spec)
+    print(f"stgraph: {spec.name}: output {pattern}", file=sys.stderr)
     done, skipped, locked = [], [], []
     for stamp in stamps:
         path = output_path(spec, stamp)
-        if not force and output_complete(path, expected):
+        if not force and output_complete(path, expected, ids):
             skipped.append(str(path))
             print(f"stgraph: {spec.name} {stamp}: {path} is complete, skipped", file=sys.stderr)
             continue
@@ -140,7 +167,7 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
             continue
         done.append(summary)
         print(f"stgraph: {spec.name} {stamp}: wrote {path}", file=sys.stderr)
-    result = {"job": spec.name, "written": done, "skipped": skipped}
+    result = {"job": spec.name, "output": str(pattern), "written": done, "skipped": skipped}
     if locked:
         raise LockedError(
             f"job {spec.name}: {len(locked)} tick(s) were locked by another process: "
@@ -152,38 +179,40 @@ def _ticks(model: ResolvedModel, history, stamps: list[pd.Timestamp], spec, forc
 def run_job(name: str, as_of: str | None = None, force: bool = False) -> dict[str, Any]:
     """One tick: ``as_of`` (default: the last timestamp of the input)."""
     spec = load_job(name)
-    model, history = _open(spec)
-    last = pd.DatetimeIndex(history.wide.index)[-1]
-    stamp = last if as_of is None else parse_timestamp(as_of, history, "--as-of")
-    return _ticks(model, history, [stamp], spec, force)
+    model, data = _open(spec)
+    predictor = model.predictor
+    stamp = (
+        predictor.last_time(data) if as_of is None else predictor.parse_time(as_of, data, "--as-of")
+    )
+    return _ticks(model, data, [stamp], spec, force)
 
 
 def backfill_job(name: str, start: str, end: str, force: bool = False) -> dict[str, Any]:
     """Every tick from ``start`` to ``end`` (both included) at the job's frequency."""
     spec = load_job(name)
-    model, history = _open(spec)
-    first = parse_timestamp(start, history, "--start")
-    last = parse_timestamp(end, history, "--end")
+    model, data = _open(spec)
+    first = model.predictor.parse_time(start, data, "--start")
+    last = model.predictor.parse_time(end, data, "--end")
     if last < first:
         raise InputError(f"--end {end} is before --start {start}.")
     stamps = list(pd.date_range(first, last, freq=spec.frequency))
-    return _ticks(model, history, stamps, spec, force)
+    return _ticks(model, data, stamps, spec, force)
 
 
-def _past_forecasts(spec: JobSpec) -> tuple[pd.DataFrame, int]:
+def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
     """Every readable output of the job, concatenated."""
     pattern = "".join(
         literal + ("*" if field else "")
         for literal, field, _, _ in string.Formatter().parse(spec.output)
     )
-    base = Path(pattern).expanduser().absolute()
+    base = _resolve(pattern)
     files = sorted(base.parent.glob(base.name)) if "*" not in str(base.parent) else []
     frames = []
     for path in files:
         if path.name.startswith("."):
             continue  # a writer's temporary file
         try:
-            frames.append(read_output(path))
+            frames.append(read_output(path, id_columns))
         except Exception:  # an unreadable file is not a forecast; score the rest
             print(f"stgraph: {spec.name}: cannot read {path}, not scored", file=sys.stderr)
     if not frames:
@@ -202,29 +231,20 @@ def score_job(name: str) -> dict[str, Any]:
     """
     started = time.perf_counter()
     spec = load_job(name)
-    model, history = _open(spec)
-    forecasts, files = _past_forecasts(spec)
-    actual = history.wide.stack().rename("actual").reset_index()  # NaN (missing) rows drop
-    actual.columns = ["timestamp", "node", "actual"]
-    tz = pd.DatetimeIndex(history.wide.index).tz
-    for column in ("timestamp", "as_of"):
-        stamps = pd.DatetimeIndex(forecasts[column])
-        if (stamps.tz is None) != (tz is None):
-            stamps = stamps.tz_localize(tz) if tz is not None else stamps.tz_localize(None)
-        forecasts[column] = stamps.as_unit("ns")
-    actual["timestamp"] = pd.DatetimeIndex(actual["timestamp"]).as_unit("ns")
-    forecasts["node"] = forecasts["node"].astype(str)
-    joined = forecasts.merge(actual, on=["timestamp", "node"], how="inner")
-    joined["error"] = (joined["value"] - joined["actual"]).abs()
+    model, data = _open(spec)
+    forecasts, files = _past_forecasts(spec, model.predictor.id_columns)
+    joined = model.predictor.realised_errors(forecasts, data)
     by_horizon = joined.groupby("horizon")["error"].agg(["mean", "count"])
     by_as_of = joined.groupby("as_of")["error"].mean()
     result = {
         "job": spec.name,
+        "output": str(output_pattern(spec)),
         "forecast_files": files,
         "forecast_rows": len(forecasts),
         "scored_rows": len(joined),
         "realised_mae": float(joined["error"].mean()) if len(joined) else None,
         "mae_by_horizon": {int(h): float(row["mean"]) for h, row in by_horizon.iterrows()},
+        "rows_by_horizon": {int(h): int(row["count"]) for h, row in by_horizon.iterrows()},
     }
     result["run_id"] = _log_scores(spec, model, result, by_horizon, by_as_of, started)
     return result

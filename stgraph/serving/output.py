@@ -1,4 +1,4 @@
-"""Forecast tables on disk: a deterministic format, atomic writes and one writer per output."""
+"""Prediction tables on disk: a deterministic format, atomic writes and one writer per output."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ import pandas as pd
 from stgraph.atomic import atomic_write
 from stgraph.errors import InputError, LockedError
 
-OUTPUT_COLUMNS = ("as_of", "timestamp", "node", "horizon", "value", "model_uri", "model_version")
+# Every prediction table has these (`Predictor`); a task adds its own columns between them.
+REQUIRED_COLUMNS = ("as_of", "horizon", "model_uri", "model_version")
+TIME_COLUMNS = ("as_of", "timestamp")
+# Identifiers stay text in CSV even when they look like numbers (version "3", sensor 400001).
+TEXT_COLUMNS = ("model_uri", "model_version")
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
@@ -30,9 +34,10 @@ def output_format(path: str | Path) -> str:
 def serialize(table: pd.DataFrame, fmt: str) -> bytes:
     """The file's bytes: a pure function of the table, so reruns give identical files.
 
-    Parquet is written from an explicit Arrow schema without pandas metadata (which would embed
-    index and library details); pyarrow writes no clock time or random ids, so the bytes depend
-    only on the data and the pyarrow version.
+    Parquet is written from an Arrow schema fixed by the columns' kinds (times in microseconds,
+    integers as int64, floats as float64, everything else as strings) without pandas metadata
+    (which would embed index and library details); pyarrow writes no clock time or random ids,
+    so the bytes depend only on the data and the pyarrow version.
     """
     if fmt == "csv":
         text = table.to_csv(index=False, lineterminator="\n", date_format="%Y-%m-%dT%H:%M:%S%z")
@@ -40,53 +45,56 @@ def serialize(table: pd.DataFrame, fmt: str) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tz = getattr(table["timestamp"].dt, "tz", None)
-    stamp = pa.timestamp("us", tz=None if tz is None else str(tz))
-    schema = pa.schema(
-        [
-            ("as_of", stamp),
-            ("timestamp", stamp),
-            ("node", pa.string()),
-            ("horizon", pa.int32()),
-            ("value", pa.float64()),
-            ("model_uri", pa.string()),
-            ("model_version", pa.string()),
-        ]
-    )
-    arrays = [
-        pa.array(table["as_of"].dt.as_unit("us"), type=stamp),
-        pa.array(table["timestamp"].dt.as_unit("us"), type=stamp),
-        pa.array(table["node"].astype(str).tolist(), type=pa.string()),
-        pa.array(table["horizon"].to_numpy(dtype=np.int32), type=pa.int32()),
-        pa.array(table["value"].to_numpy(dtype=np.float64), type=pa.float64()),
-        pa.array(table["model_uri"].tolist(), type=pa.string()),
-        pa.array(table["model_version"].tolist(), type=pa.string()),
-    ]
+    fields, arrays = [], []
+    for name in table.columns:
+        column = table[name]
+        if pd.api.types.is_datetime64_any_dtype(column):
+            tz = getattr(column.dt, "tz", None)
+            kind = pa.timestamp("us", tz=None if tz is None else str(tz))
+            values = column.dt.as_unit("us")
+        elif pd.api.types.is_bool_dtype(column):
+            kind, values = pa.bool_(), column.to_numpy(dtype=bool)
+        elif pd.api.types.is_integer_dtype(column):
+            kind, values = pa.int64(), column.to_numpy(dtype=np.int64)
+        elif pd.api.types.is_float_dtype(column):
+            kind, values = pa.float64(), column.to_numpy(dtype=np.float64)
+        else:
+            kind = pa.string()
+            values = [None if v is None else str(v) for v in column.tolist()]
+        fields.append((str(name), kind))
+        arrays.append(pa.array(values, type=kind))
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), buffer, compression="zstd")
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
 
 
-def read_output(path: str | Path) -> pd.DataFrame:
-    """Read a forecast file written by `serialize` (Parquet or CSV)."""
+def read_output(path: str | Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a prediction file written by `serialize` (Parquet or CSV); ``id_columns`` (the
+    predictor's) stay text in CSV."""
     path = Path(path)
     if output_format(path) == "parquet":
         return pd.read_parquet(path)
-    frame = pd.read_csv(path, dtype={"node": str, "model_version": str})
-    for column in ("as_of", "timestamp"):
-        frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in frame.columns:
+        if column in TIME_COLUMNS:
+            frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+        elif column not in TEXT_COLUMNS + tuple(id_columns):
+            converted = pd.to_numeric(frame[column], errors="coerce")
+            if converted.notna().sum() == (frame[column] != "").sum():
+                frame[column] = converted
     return frame
 
 
-def output_complete(path: Path, expected_rows: int) -> bool:
-    """Whether ``path`` holds a readable forecast table with ``expected_rows`` rows."""
+def output_complete(path: Path, expected_rows: int, id_columns: tuple[str, ...] = ()) -> bool:
+    """Whether ``path`` holds a readable prediction table with ``expected_rows`` rows."""
     if not path.is_file():
         return False
     try:
-        frame = read_output(path)
+        frame = read_output(path, id_columns)
     except Exception:  # a damaged file is not complete, whatever the reader raises
         return False
-    return tuple(frame.columns) == OUTPUT_COLUMNS and len(frame) == expected_rows
+    return set(REQUIRED_COLUMNS) <= set(frame.columns) and len(frame) == expected_rows
 
 
 # ----------------------------------------------------------------------------- safe writing

@@ -1,5 +1,5 @@
-"""The MLflow pyfunc flavour of a stgraph model: a DataFrame of recent history in, the forecast
-table out, so that ``mlflow models serve`` can serve it over HTTP."""
+"""The MLflow pyfunc flavour of a stgraph model, for every task: a request DataFrame in, the
+prediction table out, so that ``mlflow models serve`` can serve it over HTTP."""
 
 from __future__ import annotations
 
@@ -12,29 +12,17 @@ BUNDLE_KEY = "bundle"
 
 
 class StgraphPyfunc(mlflow.pyfunc.PythonModel):
-    """Input: a long table ``timestamp, node, value`` or a wide one (``timestamp`` column + one
-    column per node). Output: ``timestamp, node, horizon, value``."""
+    """A request table in, the task's prediction table out (`Predictor.predict_frame`): for a
+    forecast model a long ``timestamp, node, value`` or a wide table of recent history in, and
+    ``timestamp, node, horizon, value`` out."""
 
     def load_context(self, context) -> None:
-        from stgraph.serving.bundle import Forecaster
+        from stgraph.serving.bundle import load_predictor
 
-        self.forecaster = Forecaster.load(context.artifacts[BUNDLE_KEY])
+        self.predictor = load_predictor(context.artifacts[BUNDLE_KEY])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.forecaster.forecast(to_wide(model_input), source="request")
-
-
-def to_wide(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long (``timestamp,node,value``) or wide (``timestamp`` + node columns) -> wide, indexed by
-    timestamp, columns as strings."""
-    if {"timestamp", "node", "value"} <= set(frame.columns) and frame.shape[1] == 3:
-        frame = frame.assign(node=frame["node"].astype(str))
-        wide = frame.pivot(index="timestamp", columns="node", values="value")
-    else:
-        wide = frame.set_index("timestamp") if "timestamp" in frame.columns else frame
-    wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index))
-    wide.columns = [str(c) for c in wide.columns]
-    return wide.sort_index()
+        return self.predictor.predict_frame(model_input)
 
 
 def log_pyfunc(bundle: Path, register: str | None) -> str | None:

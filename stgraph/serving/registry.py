@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from stgraph.errors import InputError
-from stgraph.serving.bundle import Forecaster
+from stgraph.serving.bundle import load_predictor
+from stgraph.tasks.base import Predictor
 
 URI_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
 
@@ -23,7 +24,7 @@ class ResolvedModel:
     name: str | None
     version: str | None
     run_id: str | None
-    forecaster: Forecaster
+    predictor: Predictor
 
 
 def _client():
@@ -129,8 +130,8 @@ def resolve_model(uri: str) -> ResolvedModel:
                 f"Model URI '{uri}' names no stgraph model (no model bundle in the logged model "
                 "or its run's checkpoint/model.pt)."
             )
-        forecaster = Forecaster.load(bundle)
-    return ResolvedModel(uri, name, version, run_id, forecaster)
+        predictor = load_predictor(bundle)
+    return ResolvedModel(uri, name, version, run_id, predictor)
 
 
 def _bundle_in(local: Path, model_class) -> Path | None:

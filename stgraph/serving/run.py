@@ -1,11 +1,11 @@
-"""Production forecasts: resolve a model in the MLflow registry, read recent history, write one
-forecast table safely, and record the call in MLflow.
+"""Production predictions, for every task: resolve a model in the MLflow registry, read recent
+data, write one prediction table safely, and record the call in MLflow.
 
 What one call guarantees:
 
-- **Validation** against the model's training signature (node ids, frequency, enough history,
-  missing values judged by the training card's null rule); a failure is an `InputError` and
-  nothing is written.
+- **Validation** against the model's training signature (for a forecast model: node ids,
+  frequency, enough history, missing values judged by the training card's null rule); a failure
+  is an `InputError` and nothing is written.
 - **Determinism**: the same model, input and ``as_of`` give a byte-identical file (Parquet with a
   fixed schema and no writer-dependent metadata, or CSV).
 - **Atomicity**: the bytes go to a temporary file beside the output, are fsynced and renamed over
@@ -23,46 +23,24 @@ from typing import Any
 
 import pandas as pd
 
-from stgraph.errors import InputError
-from stgraph.serving.history import History, load_history, resolve_as_of
-from stgraph.serving.output import (
-    OUTPUT_COLUMNS,
-    output_format,
-    output_lock,
-    serialize,
-    write_atomic,
-)
+from stgraph.serving.output import output_format, output_lock, serialize, write_atomic
 from stgraph.serving.registry import ResolvedModel, resolve_model
 
 DEFAULT_EXPERIMENT = "forecast-jobs"
 
 
-# ----------------------------------------------------------------------------- forecast table
-def forecast_table(model: ResolvedModel, history: History, as_of=None) -> pd.DataFrame:
-    """The forecast after ``as_of`` as the output table (columns `OUTPUT_COLUMNS`).
-
-    Raises:
-        InputError: too little history before ``as_of``, or a window without any reading.
-    """
-    stamp = resolve_as_of(history, as_of)
-    forecaster = model.forecaster
-    window = history.wide.loc[:stamp].iloc[-forecaster.window :]
-    if len(window) == forecaster.window and window.isna().all().all():
-        raise InputError(
-            f"{history.source}: no observed reading in the {forecaster.window} steps up to "
-            f"{stamp}; the model would forecast from nothing."
-        )
-    table = forecaster.forecast(history.wide, as_of=stamp, source=history.source)
-    table.insert(0, "as_of", stamp)
+def prediction_table(model: ResolvedModel, data: Any, as_of=None) -> pd.DataFrame:
+    """The predictor's table made at ``as_of``, stamped with the model it came from."""
+    table = model.predictor.predict(data, as_of)
     table["model_uri"] = model.uri
     table["model_version"] = model.version
-    return table[list(OUTPUT_COLUMNS)]
+    return table
 
 
 # ----------------------------------------------------------------------------- one forecast job
 def write_forecast(
     model: ResolvedModel,
-    history: History,
+    data: Any,
     output: str | Path,
     as_of=None,
     experiment: str = DEFAULT_EXPERIMENT,
@@ -77,22 +55,23 @@ def write_forecast(
     path = Path(output).expanduser().absolute()
     output_format(path)
     with output_lock(path):
-        return _write_locked(model, history, path, as_of, experiment, job, started)
+        return _write_locked(model, data, path, as_of, experiment, job, started)
 
 
 def _write_locked(
     model: ResolvedModel,
-    history: History,
+    data: Any,
     path: Path,
     as_of,
     experiment: str,
     job: str | None,
     started: float,
 ) -> dict[str, Any]:
-    table = forecast_table(model, history, as_of)
-    data = serialize(table, output_format(path))
-    write_atomic(path, data)
+    table = prediction_table(model, data, as_of)
+    payload = serialize(table, output_format(path))
+    write_atomic(path, payload)
     stamp = table["as_of"].iat[0]
+    described = model.predictor.describe_input(data, stamp)
     summary = {
         "output": str(path),
         "rows": len(table),
@@ -100,24 +79,17 @@ def _write_locked(
         "model_uri": model.uri,
         "model_version": model.version,
         "model_run_id": model.run_id,
-        "input": history.source,
-        "input_sha256": history.sha256,
-        "output_sha256": hashlib.sha256(data).hexdigest(),
+        "input": described["source"],
+        "input_sha256": described["sha256"],
+        "output_sha256": hashlib.sha256(payload).hexdigest(),
     }
-    window = history.wide.loc[:stamp].iloc[-model.forecaster.window :]
+    metrics = {
+        **described.get("metrics", {}),
+        "output_rows": len(table),
+        "duration_seconds": time.perf_counter() - started,
+    }
     # Logged while the lock is still held: a job counts as done once its run is recorded.
-    summary["run_id"] = _log_run(
-        experiment,
-        job,
-        summary,
-        metrics={
-            "input_rows": history.rows,
-            "input_nodes": history.wide.shape[1],
-            "output_rows": len(table),
-            "window_observed_fraction": float(window.notna().to_numpy().mean()),
-            "duration_seconds": time.perf_counter() - started,
-        },
-    )
+    summary["run_id"] = _log_run(experiment, job, summary, metrics)
     return summary
 
 
@@ -155,5 +127,5 @@ def forecast_command(
     output_format(path)  # a bad extension fails before any work
     with output_lock(path):  # held from the start so that two calls never duplicate work
         model = resolve_model(model_uri)
-        history = load_history(model.forecaster, input_file, dataset, data_dir)
-        return _write_locked(model, history, path, as_of, DEFAULT_EXPERIMENT, None, started)
+        data = model.predictor.read_input(input_file, dataset, data_dir)
+        return _write_locked(model, data, path, as_of, DEFAULT_EXPERIMENT, None, started)

@@ -17,8 +17,9 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from stgraph.config import flatten
-from stgraph.errors import InputError
+from stgraph.errors import InputError, Terminated
 from stgraph.metrics import mlflow_key
+from stgraph.tasks.base import Report
 from stgraph.tracking.store import default_artifact_root, tracking_uri
 
 
@@ -91,6 +92,15 @@ class Tracker:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         mlflow.log_figure(figure, artifact_file)
 
+    def log_report(self, report: Report, workdir: Path) -> None:
+        """A task's report: each figure as a PNG, each table as Parquet, at its artifact path."""
+        for artifact_file, figure in report.figures.items():
+            self.log_figure(figure, artifact_file)
+        for artifact_file, table in report.tables.items():
+            path = workdir / Path(artifact_file).name
+            table.to_parquet(path, index=False)
+            self.log_artifact(path, str(Path(artifact_file).parent))
+
 
 class NullTracker:
     """Stands in for `Tracker` on the non-zero ranks of a torchrun job: logs nothing."""
@@ -114,4 +124,4 @@ def _param(value: Any) -> str:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(signum)

@@ -1,20 +1,19 @@
-"""One training loop for every forecast model.
+"""One training loop for every task and model, typed against the `Task` protocol alone.
 
 Early stopping and model selection use the validation split only; the test split is scored once,
 with the best validation model, after training. Every epoch ends with an atomic checkpoint of the
-whole training state (weights, optimiser, scheduler, early-stopping state, RNG), so a killed run
+whole training state (weights, optimiser, schedulers, early-stopping state, RNG), so a killed run
 resumed with ``--resume`` finishes with the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-import inspect
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,78 +22,23 @@ from typing import Any
 import torch
 
 from stgraph.errors import InputError, TrainingDiverged
-from stgraph.metrics import ForecastMetrics
-from stgraph.models.base import ForecastModel
-from stgraph.tasks.forecast import ForecastBatch, ForecastTask
+from stgraph.metrics import SplitMetrics
+from stgraph.models.base import Model
+from stgraph.tasks.base import Batch, Task
 from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
+from stgraph.training.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    build_scheduler,
+    parameter_groups,
+    resolve_device,
+)
 from stgraph.training.progress import progress
+from stgraph.training.warmup import LinearWarmup
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
-SCHEDULERS = {
-    "step": torch.optim.lr_scheduler.StepLR,
-    "multistep": torch.optim.lr_scheduler.MultiStepLR,
-    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
-    "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
-}
 CHECKPOINT = "checkpoint.pt"
-
-
-def parameter_groups(
-    model: torch.nn.Module, lr: float, scales: dict[str, float]
-) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: a parameter whose name is, or starts with, a key of
-    ``scales`` (the longest such key) trains at ``lr * scale``; the rest form the first group,
-    at ``lr`` (the rate the history logs). Schedulers then scale every group alike."""
-    for prefix, scale in scales.items():
-        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
-            raise InputError(
-                f"train.lr_scales['{prefix}'] must be a positive number, got {scale!r}."
-            )
-    groups: dict[str | None, list[torch.nn.Parameter]] = {None: []}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            keys = [k for k in scales if name == k or name.startswith(k + ".")]
-            groups.setdefault(max(keys, key=len, default=None), []).append(param)
-    unknown = sorted(set(scales) - set(groups))
-    if unknown:
-        tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
-        raise InputError(
-            f"train.lr_scales names {unknown}, which match no parameter of the model "
-            f"(its parameter names start with {tops})."
-        )
-    return [
-        {"params": params, "lr": lr * (scales[key] if key else 1.0)}
-        for key, params in groups.items()
-        if params
-    ]
-
-
-def _build_scheduler(name: str, optimizer: Any, params: dict[str, Any]) -> Any:
-    """The LR scheduler, its parameters checked now: torch reads most of them only at the first
-    ``step()``, after a whole epoch of training."""
-    scheduler = SCHEDULERS[name]
-    defaults = inspect.signature(scheduler).parameters
-    for key, value in params.items():
-        default = defaults[key].default if key in defaults else None
-        numeric = isinstance(default, int | float) and not isinstance(default, bool)
-        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InputError(
-                f"train.scheduler_params.{key} of the {name} scheduler must be a number, "
-                f"got {value!r}."
-            )
-    try:
-        # Two steps of a copy on a throwaway optimizer reach the arithmetic on every parameter,
-        # the required ones (cosine's T_max) included, which have no default to check against.
-        probe = scheduler(torch.optim.SGD([torch.zeros(1)], lr=1.0), **params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(2):
-                probe.step(0.0) if name == "plateau" else probe.step()
-        return scheduler(optimizer, **params)
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise InputError(f"train.scheduler_params for the {name} scheduler: {exc}") from None
 
 
 @dataclass
@@ -103,15 +47,6 @@ class FitResult:
     epochs_run: int
     seconds_per_epoch: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"train.device is '{name}' but CUDA is not available on this machine.")
-    return device
 
 
 class Trainer:
@@ -127,8 +62,8 @@ class Trainer:
 
     def __init__(
         self,
-        task: ForecastTask,
-        model: ForecastModel,
+        task: Task,
+        model: Model,
         config: TrainConfig,
         run_dir: Path,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -139,10 +74,10 @@ class Trainer:
             raise InputError(f"train.epochs must be positive, got {config.epochs}.")
         if config.batch_size <= 0:
             raise InputError(f"train.batch_size must be positive, got {config.batch_size}.")
-        if len(task.splits.train) < config.batch_size:
+        if task.num_samples("train") < config.batch_size:
             raise InputError(
-                f"The training split has {len(task.splits.train)} windows, fewer than one batch "
-                f"of {config.batch_size}. Lower --batch-size or use more data."
+                f"The training split has {task.num_samples('train')} {task.sample_noun}, fewer "
+                f"than one batch of {config.batch_size}. Lower --batch-size or use more data."
             )
         if config.warmup_steps < 0:
             raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")
@@ -170,9 +105,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
-        self.monitor = config.monitor or f"mae_avg{task.horizon}"
+        self.monitor = config.monitor or task.monitor
+        self.maximize = task.goal(self.monitor) == "max"
         self.optimizer = None
         self.scheduler = None
+        self.warmup = None  # per optimizer step, on top of the epoch scheduler
         if model.trainable:
             self.optimizer = OPTIMIZERS[config.optimizer](
                 parameter_groups(model, config.lr, config.lr_scales),
@@ -180,16 +117,19 @@ class Trainer:
                 weight_decay=config.weight_decay,
             )
             if config.scheduler != "none":
-                self.scheduler = _build_scheduler(
-                    config.scheduler, self.optimizer, config.scheduler_params
-                )
+                params = dict(config.scheduler_params)
+                if config.scheduler == "plateau":  # follows the monitored metric's direction
+                    params.setdefault("mode", "max" if self.maximize else "min")
+                self.scheduler = build_scheduler(config.scheduler, self.optimizer, params)
+            if config.warmup_steps > 1:  # 0 and 1: every step at the scheduled rate
+                self.warmup = LinearWarmup(self.optimizer, config.warmup_steps)
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool = False) -> FitResult:
         """Train (or, for a model with nothing to learn by gradient, just fit its statistics)."""
         config = self.config
-        self.model.fit_train(self.task)
+        self.model.fit_train(self.task.train_view)
         if not self.model.trainable:
             metrics = self.evaluate("val")
             if self.on_epoch:
@@ -214,7 +154,7 @@ class Trainer:
                 raise InputError(
                     f"train.monitor '{self.monitor}' is not a validation metric: {sorted(val)}."
                 )
-            improved = monitored < state["best_value"] - config.min_delta
+            improved = self._improves(monitored, state["best_value"])
             if improved:
                 state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
                 state["best_state"] = {
@@ -254,14 +194,15 @@ class Trainer:
             gc.collect()  # the wrapper sits in reference cycles (its hooks hold it)
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Masked metrics of ``split`` in the data's units."""
+        """The task's metrics of ``split``, accumulated over the whole split."""
         return self.predict_split(split, collect=False)[0].compute()
 
     @torch.no_grad()
     def predict_split(
         self, split: str, collect: bool = True
-    ) -> tuple[ForecastMetrics, torch.Tensor | None]:
-        """The accumulated metrics of ``split`` and, if ``collect``, its forecasts [S, H, N, F].
+    ) -> tuple[SplitMetrics, list[Any] | None]:
+        """The accumulated metrics of ``split`` and, if ``collect``, the task's prediction of
+        each batch (on the CPU), in order.
 
         Without ``collect`` and under torchrun, each process scores its share of the windows and
         the sums are added across processes (every rank must call it); with ``collect`` the
@@ -280,14 +221,14 @@ class Trainer:
         ):
             batch = batch.to(self.device)
             with self._autocast():
-                output = self.model(batch)
-            prediction = self.task.predict(output.float(), split)
-            metrics.update(prediction, batch.y, batch.y_mask)
+                output = self.model(batch.inputs)
+            prediction = self.task.predict(_as_float(output), batch, split)
+            self.task.update_metrics(metrics, prediction, batch)
             if collect:
-                outputs.append(prediction.cpu())
+                outputs.append(_to_cpu(prediction))
         if shard.enabled:
             metrics.load_state(distributed.all_reduce_sum(metrics.state(), shard))
-        return metrics, (torch.cat(outputs) if collect else None)
+        return metrics, (outputs if collect else None)
 
     # ------------------------------------------------------------------ internals
     def _initial_state(self, resume: bool) -> dict[str, Any]:
@@ -300,6 +241,16 @@ class Trainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             if self.scheduler is not None and saved.get("scheduler"):
                 self.scheduler.load_state_dict(saved["scheduler"])
+            if self.warmup is not None:
+                if saved.get("warmup") is not None:
+                    self.warmup.load_state_dict(saved["warmup"])
+                else:  # written when the warm-up was no scheduler: the saved rates are unwarmed
+                    per_epoch = self.task.num_batches(
+                        "train", self.config.batch_size, self.dist.world_size
+                    )
+                    if self.config.limit_batches is not None:
+                        per_epoch = min(per_epoch, self.config.limit_batches)
+                    self.warmup.resume_at(saved["epoch"] * per_epoch)
             torch.set_rng_state(saved["rng"])
             if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -308,7 +259,7 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         return {
             "epoch": 0,
-            "best_value": math.inf,
+            "best_value": -math.inf if self.maximize else math.inf,
             "best_epoch": 0,
             "bad_epochs": 0,
             "best_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
@@ -327,6 +278,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "warmup": self.warmup.state_dict() if self.warmup is not None else None,
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "trainer": trainer_state,
@@ -375,9 +327,12 @@ class Trainer:
                 if config.clip_grad_norm is not None:
                     self._scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-                with self._warmup((epoch - 1) * total + number):
-                    self._scaler.step(self.optimizer)
+                scale = self._scaler.get_scale()
+                self._scaler.step(self.optimizer)
                 self._scaler.update()
+                # A float16 step that overflowed was skipped (the scale dropped): no warm-up step.
+                if self.warmup is not None and self._scaler.get_scale() >= scale:
+                    self.warmup.step()  # the rate of the next step
                 loss_sum += loss.item()
                 count += 1
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}")
@@ -386,10 +341,15 @@ class Trainer:
         loss_sum, count = distributed.all_reduce_sum(totals, self.dist).tolist()
         return loss_sum / max(count, 1)
 
-    def _accumulate_gradients(self, batch: ForecastBatch) -> torch.Tensor:
-        """Forward and backward one batch, in micro-batches if configured; returns the loss."""
+    def _accumulate_gradients(self, batch: Batch) -> torch.Tensor:
+        """Forward and backward one batch, in micro-batches if configured; returns its loss.
+
+        Each micro-batch back-propagates its loss sum divided by the weight of the whole batch
+        (over every DDP rank), so the gradients add up to those of one full-batch loss exactly,
+        however the batch is cut and however many processes share it.
+        """
         size = self.config.micro_batch_size
-        parts = batch.split(size) if size and size < batch.x.shape[0] else [batch]
+        parts = batch.split(size) if size and size < len(batch) else [batch]
         total = torch.zeros((), device=self.device)
         normalizer = None
         for index, part in enumerate(parts):
@@ -402,45 +362,40 @@ class Trainer:
             )
             with sync:
                 with self._autocast():
-                    output = self.network(part)
+                    output = self.network(part.inputs)
+                output = _as_float(output)
                 if normalizer is None:
-                    normalizer = batch.y_mask[:, : output.shape[1]].sum()
-                loss = self.task.loss(output.float(), part, normalizer)
+                    normalizer = self._normalizer(self.task.loss_weight(batch, output))
+                loss = self.task.loss(output, part).total / normalizer
                 if not torch.isfinite(loss):
                     return loss
                 self._scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
 
-    @contextlib.contextmanager
-    def _warmup(self, step: int):
-        """Scale every group's learning rate by ``step / warmup_steps`` (1-based) for this step.
+    def _normalizer(self, weight: torch.Tensor) -> torch.Tensor:
+        """The whole batch's loss weight, added over the ranks and divided by their number
+        (DDP averages the ranks' gradients)."""
+        if not self.dist.enabled:
+            return weight.clamp_min(1)
+        summed = distributed.all_reduce_sum(weight.detach().double().clone(), self.dist)
+        return (summed / self.dist.world_size).clamp_min(1 / self.dist.world_size).float()
 
-        The scheduler's own rates are restored afterwards: torch's epoch schedulers compute
-        each rate from the last one, so they must never see the scaled value. The factor
-        depends on the step number alone, so a resumed run warms up exactly as an unbroken one.
-        """
-        warmup = self.config.warmup_steps
-        if step >= warmup:
-            yield
-            return
-        groups = self.optimizer.param_groups
-        scheduled = [group["lr"] for group in groups]
-        for group, lr in zip(groups, scheduled):
-            group["lr"] = lr * step / warmup
-        try:
-            yield
-        finally:
-            for group, lr in zip(groups, scheduled):
-                group["lr"] = lr
+    def _improves(self, value: float, best: float) -> bool:
+        delta = self.config.min_delta
+        return value > best + delta if self.maximize else value < best - delta
 
     def _step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(monitored)
+            step = functools.partial(self.scheduler.step, monitored)
         else:
-            self.scheduler.step()
+            step = self.scheduler.step
+        if self.warmup is not None:
+            self.warmup.step_epoch_scheduler(step)  # on the scheduled, not the warmed, rates
+        else:
+            step()
 
     def _report(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
         monitor = f"val_{self.monitor}"
@@ -454,3 +409,14 @@ class Trainer:
     def _log(self, message: str) -> None:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
+
+
+def _as_float(output: Any) -> Any:
+    """A model's output in float32 (mixed precision computes in half precision)."""
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    return type(output)(_as_float(o) for o in output) if isinstance(output, tuple) else output
+
+
+def _to_cpu(prediction: Any) -> Any:
+    return prediction.cpu() if isinstance(prediction, torch.Tensor) else prediction

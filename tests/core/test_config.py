@@ -1,7 +1,8 @@
 import pytest
 
-from stgraph.config import from_dict, parse_assignment, set_path
+from stgraph.config import from_dict, parse_assignment, set_path, to_dict
 from stgraph.errors import InputError
+from stgraph.models.stid import STIDConfig
 from stgraph.pipeline import FitConfig, prepare, resolve_config
 
 
@@ -10,6 +11,15 @@ def test_unknown_key_is_an_error_with_a_suggestion():
         InputError, match=r"Unknown config key 'config.train.lrr'.*Did you mean 'lr'"
     ):
         from_dict(FitConfig, {"train": {"lrr": 0.1}}, "config")
+
+
+def test_keys_are_named_as_typed_from_the_top_level():
+    with pytest.raises(InputError, match=r"^Unknown config key 'train.lrr'.*Known keys of 'train'"):
+        from_dict(FitConfig, {"train": {"lrr": 0.1}})
+    with pytest.raises(InputError, match=r"^Unknown config key 'trian'.*at the top level: data"):
+        from_dict(FitConfig, {"trian": {}})
+    with pytest.raises(InputError, match=r"^Config key 'train.epochs' must be int"):
+        resolve_config("simulator", assignments=["train.epochs=many"])
 
 
 def test_strings_from_set_are_coerced_and_bad_types_rejected():
@@ -39,7 +49,9 @@ def test_resolve_layers_pipeline_then_set_then_flags():
     config = resolve_config(
         "simulator", assignments=["train.lr=0.5", "train.epochs=2"], flags={"train.epochs": 7}
     )
-    assert config.model.name == "stid" and config.model.params == {"hidden": 32, "num_layers": 2}
+    # The pipeline's params, completed with the model's defaults: what MLflow logs.
+    assert config.model.name == "stid"
+    assert config.model.params == to_dict(STIDConfig(hidden=32, num_layers=2))
     assert config.train.lr == 0.5 and config.train.epochs == 7
     other = resolve_config("simulator", model="persistence")
     assert other.model.params == {}  # the pipeline's params were for another model
@@ -52,24 +64,43 @@ def test_unknown_model_is_an_error_with_a_suggestion():
 
 def test_pipelines_extend_a_shared_recipe_and_presets_apply_per_model():
     config = resolve_config("pems08")
-    assert config.model.name == "gram-ode" and config.data.loss == "huber"
+    assert config.model.name == "gram-ode" and config.task.params["loss"] == "huber"
     assert config.train.scheduler_params["milestones"] == [15, 50, 105, 145]
     stgode = resolve_config("pems08", model="stgode")
-    assert stgode.data.loss == "mae" and stgode.train.batch_size == 16
+    assert stgode.task.params["loss"] == "mae" and stgode.train.batch_size == 16
     assert stgode.train.scheduler == "step"
-    assert config.data.normalization == "train"
+    assert config.task.params["normalization"] == "train"
     faithful = resolve_config("pems08", model="gram-ode-faithful")
-    assert faithful.data.normalization == "per_split"
+    assert faithful.task.params["normalization"] == "per_split"
 
 
 def test_unknown_normalization_is_an_error_before_any_data_is_read():
-    with pytest.raises(InputError, match="data.normalization must be 'train' or 'per_split'"):
-        resolve_config("simulator", assignments=["data.normalization=global"])
+    with pytest.raises(InputError, match="task.params.normalization must be 'train' or 'per_sp"):
+        resolve_config("simulator", assignments=["task.params.normalization=global"])
 
 
 def test_per_split_normalization_reaches_the_task():
-    config = resolve_config("simulator", assignments=["data.normalization=per_split"])
-    task = prepare(config).task
+    config = resolve_config("simulator", assignments=["task.params.normalization=per_split"])
+    task = prepare(config)
     assert sorted(task.split_scalers) == ["test", "train", "val"]
     assert task.scaler_for("test") is task.split_scalers["test"]
-    assert prepare(resolve_config("simulator")).task.split_scalers == {}
+    assert prepare(resolve_config("simulator")).split_scalers == {}
+
+
+def test_model_and_task_params_are_checked_before_any_data_is_read(monkeypatch):
+    import stgraph.data.sources as sources
+
+    monkeypatch.setattr(sources, "open_dataset", lambda *a, **k: pytest.fail("data was read"))
+    with pytest.raises(InputError, match=r"'model.params.hiden'.*Did you mean 'hidden'"):
+        resolve_config("simulator", assignments=["model.params.hiden=8"])
+    with pytest.raises(InputError, match=r"'task.params.horizn'.*Did you mean 'horizon'"):
+        resolve_config("simulator", assignments=["task.params.horizn=3"])
+    with pytest.raises(InputError, match="task.params.window and horizon must be positive"):
+        resolve_config("simulator", assignments=["task.params.horizon=0"])
+
+
+def test_task_flag_and_model_task_mismatch():
+    with pytest.raises(InputError, match=r"Unknown task 'forcast'.*Did you mean 'forecast'"):
+        resolve_config("simulator", task="forcast")
+    config = resolve_config("los-loop", task="forecast")  # the pipeline's own task: kept
+    assert config.model.name == "sttn" and config.task.params["window"] == 12

@@ -18,11 +18,12 @@ def test_batch_gathers_windows_by_index_arithmetic():
     values = np.arange(1, 41, dtype=np.float32).reshape(20, 2)  # node 0: 1,3,5..; node 1: 2,4,..
     task = _task(values)
     batch = task.batch(np.array([2, 5]))
-    raw_x = task.scaler.inverse(batch.x)
+    raw_x = task.scaler.inverse(batch.inputs.x)
     np.testing.assert_allclose(raw_x[0, :, 0, 0].numpy(), [1, 3, 5], rtol=1e-5)  # steps 0..2
-    np.testing.assert_allclose(batch.y[1, :, 1, 0].numpy(), [14, 16])  # steps 6, 7 of node 1
-    assert batch.x.shape == (2, 3, 2, 1) and batch.y.shape == (2, 2, 2, 1)
-    assert batch.x_tod.shape == (2, 3) and batch.y_dow.shape == (2, 2)
+    np.testing.assert_allclose(batch.targets.y[1, :, 1, 0].numpy(), [14, 16])  # steps 6, 7 of n1
+    assert batch.inputs.x.shape == (2, 3, 2, 1) and batch.targets.y.shape == (2, 2, 2, 1)
+    assert batch.inputs.x_tod.shape == (2, 3) and batch.inputs.y_dow.shape == (2, 2)
+    assert not hasattr(batch.inputs, "y")  # a model's inputs hold no target
 
 
 def test_scaler_sees_training_steps_only():
@@ -39,7 +40,7 @@ def test_unobserved_inputs_are_zero_after_scaling_and_masked():
     values[3] = 0.0  # missing
     task = _task(values)
     batch = task.batch(np.array([3]))
-    assert not batch.x_mask[0, -1, 0, 0] and batch.x[0, -1, 0, 0] == 0.0
+    assert not batch.inputs.x_mask[0, -1, 0, 0] and batch.inputs.x[0, -1, 0, 0] == 0.0
 
 
 def test_loss_is_masked_and_covers_only_returned_steps():
@@ -48,15 +49,20 @@ def test_loss_is_masked_and_covers_only_returned_steps():
     task = _task(values)
     batch = task.batch(np.array([4]))  # targets: steps 5 and 6
     scaled_two = task.scaler.transform(torch.full((1, 2, 1, 1), 6.0))
-    assert task.loss(scaled_two, batch).item() == 2.0  # step 6 masked: only |6 - 4|
-    assert task.loss(scaled_two[:, :1], batch).item() == 2.0  # one-step output
+    loss = task.loss(scaled_two, batch)
+    assert (loss.total.item(), loss.weight.item()) == (2.0, 1)  # step 6 masked: only |6 - 4|
+    assert task.loss(scaled_two[:, :1], batch).mean().item() == 2.0  # one-step output
+    assert task.loss_weight(batch, scaled_two).item() == 1
 
 
 def test_shuffle_depends_on_seed_and_epoch_only():
     task = _task(np.random.default_rng(0).random((60, 2)).astype(np.float32) + 1)
-    order = lambda epoch: torch.cat([b.anchor for b in task.batches("train", 4, True, 7, epoch)])  # noqa: E731
+    order = lambda epoch: torch.cat(  # noqa: E731
+        [b.inputs.anchor for b in task.batches("train", 4, True, 7, epoch)]
+    )
     assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
     ranks = [
-        torch.cat([b.anchor for b in task.batches("train", 4, True, 7, 1, r, 2)]) for r in (0, 1)
+        torch.cat([b.inputs.anchor for b in task.batches("train", 4, True, 7, 1, r, 2)])
+        for r in (0, 1)
     ]
     assert sorted(torch.cat(ranks).tolist()) == sorted(task.splits.train.tolist())

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from stgraph.data.series import Series
+from stgraph.data.views import SeriesTrainView
 from stgraph.graphs import ode_graphs
 from stgraph.graphs.ode_graphs import (
     cached_pairwise_dtw,
@@ -106,17 +107,18 @@ def test_dtw_graph_ignores_val_and_test_unless_faithful():
     changed[train:] = np.random.default_rng(9).normal(size=changed[train:].shape) * 5
     other = Series(changed, series.mask, series.timestamps, series.node_ids)
     np.testing.assert_array_equal(
-        dtw_graph_from_series(series, train, k=2), dtw_graph_from_series(other, train, k=2)
+        dtw_graph_from_series(SeriesTrainView.of(series, train), k=2),
+        dtw_graph_from_series(SeriesTrainView.of(other, train), k=2),
     )
     d1 = daily_profiles(series)
     d2 = daily_profiles(other)
     assert not np.allclose(d1, d2)  # the faithful graph's input depends on the held-out days
     assert not np.array_equal(
-        dtw_graph_from_series(series, train, faithful=True, k=2),
-        dtw_graph_from_series(other, train, faithful=True, k=2),
+        dtw_graph_from_series(SeriesTrainView.of(series, train), faithful=True, k=2),
+        dtw_graph_from_series(SeriesTrainView.of(other, train), faithful=True, k=2),
     )
     np.testing.assert_array_equal(
-        dtw_graph_from_series(series, train, faithful=True),
+        dtw_graph_from_series(SeriesTrainView.of(series, train), faithful=True),
         semantic_adjacency(pairwise_dtw(d1, 6), "mean-band"),
     )
 
@@ -132,9 +134,9 @@ def test_recipes_registered():
     dist[0, 1] = dist[1, 0] = 2.0
     dist[1, 2] = dist[2, 1] = 4.0
     raw = RawDataset(series, card, distances=dist)
-    spatial = build_graph(raw, {"method": "stgode-spatial"}, 72)
+    spatial = build_graph(raw, {"method": "stgode-spatial"}, SeriesTrainView.of(series, 72))
     assert spatial.num_edges == 4
-    semantic = build_graph(raw, {"method": "dtw", "k": 2}, 72)
+    semantic = build_graph(raw, {"method": "dtw", "k": 2}, SeriesTrainView.of(series, 72))
     np.testing.assert_array_equal(
-        semantic.to_dense().numpy(), dtw_graph_from_series(series, 72, k=2)
+        semantic.to_dense().numpy(), dtw_graph_from_series(SeriesTrainView.of(series, 72), k=2)
     )

@@ -11,6 +11,7 @@ import pytest
 from stgraph.data.adapters.base import RawDataset
 from stgraph.data.cards import DatasetCard
 from stgraph.data.series import Series
+from stgraph.data.views import SeriesTrainView
 from stgraph.errors import InputError
 from stgraph.graphs import GRAPH_RECIPES, build_graph, gaussian_kernel, masked_correlation
 
@@ -34,6 +35,11 @@ def make_raw(values: np.ndarray, mask=None, adjacency=None, distances=None, coor
     return RawDataset(series, card, adjacency=adjacency, distances=distances)
 
 
+def build(raw: RawDataset, recipe: dict, steps: int):
+    """The recipe's graph with the first ``steps`` steps as training data."""
+    return build_graph(raw, recipe, SeriesTrainView.of(raw.series, steps))
+
+
 def test_registered_recipes():
     core = {"none", "adjacency", "gaussian-kernel", "stgcn-kernel", "knn", "correlation-knn"}
     assert core <= set(GRAPH_RECIPES.names())
@@ -42,23 +48,21 @@ def test_registered_recipes():
 def test_none_and_adjacency():
     adj = np.array([[0.0, 0.5, 0.0], [0.5, 0.0, 2.0], [0.0, 0.0, 0.0]])
     raw = make_raw(np.zeros((4, 3)), adjacency=adj)
-    empty = build_graph(raw, {"method": "none"}, train_steps=4)
+    empty = build(raw, {"method": "none"}, steps=4)
     assert empty.num_nodes == 3 and empty.num_edges == 0
-    np.testing.assert_array_equal(build_graph(raw, {"method": "adjacency"}, 4).to_dense(), adj)
+    np.testing.assert_array_equal(build(raw, {"method": "adjacency"}, 4).to_dense(), adj)
 
 
 def test_kernels_read_distances_and_pass_params():
     d = np.array([[0.0, 1.0, INF], [1.0, 0.0, 2.0], [INF, 2.0, 0.0]])
     raw = make_raw(np.zeros((4, 3)), distances=d)
     recipe = {"method": "gaussian-kernel", "sigma": 2.0, "threshold": 0.5}
-    graph = build_graph(raw, recipe, 4)
+    graph = build(raw, recipe, 4)
     assert recipe == {"method": "gaussian-kernel", "sigma": 2.0, "threshold": 0.5}  # not mutated
     a = math.exp(-0.25)
     np.testing.assert_allclose(graph.to_dense(), [[1, a, 0], [a, 1, 0], [0, 0, 1]], rtol=1e-6)
-    assert (
-        gaussian_kernel(d).num_edges == build_graph(raw, {"method": "gaussian-kernel"}, 4).num_edges
-    )
-    stgcn = build_graph(raw, {"method": "stgcn-kernel", "scale": 1.0, "sigma2": 4.0}, 4)
+    assert gaussian_kernel(d).num_edges == build(raw, {"method": "gaussian-kernel"}, 4).num_edges
+    stgcn = build(raw, {"method": "stgcn-kernel", "scale": 1.0, "sigma2": 4.0}, 4)
     # exp(-1/4) >= 0.5 kept, exp(-1) dropped, diagonal zero.
     np.testing.assert_allclose(stgcn.to_dense(), [[0, a, 0], [a, 0, 0], [0, 0, 0]], rtol=1e-6)
 
@@ -66,9 +70,9 @@ def test_kernels_read_distances_and_pass_params():
 def test_knn_uses_coordinates_with_haversine():
     coords = np.array([[60.0, 0.0], [60.0, 1.5], [61.0, 0.0]])
     raw = make_raw(np.zeros((4, 3)), coords=coords)
-    graph = build_graph(raw, {"method": "knn", "k": 1}, 4)
+    graph = build(raw, {"method": "knn", "k": 1}, 4)
     assert graph.edge_index[:, graph.edge_index[0] == 0].tolist() == [[0], [1]]
-    sym = build_graph(raw, {"method": "knn", "k": 1, "symmetric": True}, 4)
+    sym = build(raw, {"method": "knn", "k": 1, "symmetric": True}, 4)
     assert np.array_equal(sym.to_dense(), sym.to_dense().T)
 
 
@@ -79,27 +83,27 @@ def test_missing_inputs_name_the_dataset_and_the_alternatives():
         match=r"needs distances, which dataset 'toy' does not have; use method 'adjacency' or "
         r"'correlation-knn' or 'none'",
     ):
-        build_graph(raw, {"method": "gaussian-kernel"}, 4)
+        build(raw, {"method": "gaussian-kernel"}, 4)
     with pytest.raises(InputError, match="needs coordinates"):
-        build_graph(raw, {"method": "knn", "k": 2}, 4)
+        build(raw, {"method": "knn", "k": 2}, 4)
     with pytest.raises(InputError, match="needs an adjacency matrix"):
-        build_graph(make_raw(np.zeros((4, 3))), {"method": "adjacency"}, 4)
+        build(make_raw(np.zeros((4, 3))), {"method": "adjacency"}, 4)
     with pytest.raises(InputError, match=r"shape \(2, 2\) but the series has 3 nodes"):
-        build_graph(make_raw(np.zeros((4, 3)), adjacency=np.eye(2)), {"method": "adjacency"}, 4)
+        build(make_raw(np.zeros((4, 3)), adjacency=np.eye(2)), {"method": "adjacency"}, 4)
 
 
 def test_bad_recipes():
     raw = make_raw(np.zeros((4, 3)), distances=np.zeros((3, 3)))
     with pytest.raises(InputError, match=r"unknown parameter\(s\) \['sigam'\].*sigma"):
-        build_graph(raw, {"method": "gaussian-kernel", "sigam": 1.0}, 4)
+        build(raw, {"method": "gaussian-kernel", "sigam": 1.0}, 4)
     with pytest.raises(InputError, match=r"needs parameter\(s\) \['k'\]"):
-        build_graph(raw, {"method": "correlation-knn"}, 4)
+        build(raw, {"method": "correlation-knn"}, 4)
     with pytest.raises(InputError, match=r"Unknown graph recipe 'gaussian'.*gaussian-kernel"):
-        build_graph(raw, {"method": "gaussian"}, 4)
+        build(raw, {"method": "gaussian"}, 4)
     with pytest.raises(InputError, match="has no 'method'"):
-        build_graph(raw, {"k": 3}, 4)
+        build(raw, {"k": 3}, 4)
     with pytest.raises(InputError, match="accepts: none"):
-        build_graph(raw, {"method": "none", "k": 3}, 4)
+        build(raw, {"method": "none", "k": 3}, 4)
 
 
 def test_masked_correlation_is_pairwise_complete():
@@ -120,7 +124,7 @@ def test_masked_correlation_is_pairwise_complete():
 def test_correlation_knn_hand_case():
     # Node 1 = 2 * node 0 + 1 (r = 1); node 2 correlates 0.8 with both (tie -> node 0 first).
     x = np.array([[1.0, 3.0, 1.0], [2.0, 5.0, 3.0], [3.0, 7.0, 2.0], [4.0, 9.0, 4.0]])
-    graph = build_graph(make_raw(x), {"method": "correlation-knn", "k": 1}, train_steps=4)
+    graph = build(make_raw(x), {"method": "correlation-knn", "k": 1}, steps=4)
     # Distances sqrt(2 (1 - r)) = 0, 0, c: sigma = std([0, 0, c]) = c sqrt(2) / 3, so
     # (c / sigma)^2 = 4.5.
     expected = np.zeros((3, 3))
@@ -139,19 +143,21 @@ def test_correlation_knn_reads_only_the_training_steps():
     values = np.vstack([train, later])
     full_raw, train_raw = make_raw(values), make_raw(train)
     recipe = {"method": "correlation-knn", "k": 1}
-    from_split = build_graph(full_raw, recipe, train_steps=200)
-    from_train = build_graph(train_raw, recipe, train_steps=200)
+    from_split = build(full_raw, recipe, steps=200)
+    from_train = build(train_raw, recipe, steps=200)
     np.testing.assert_array_equal(from_split.to_dense(), from_train.to_dense())
     assert from_split.to_dense()[0, 1] > 0
-    peeking = build_graph(full_raw, recipe, train_steps=1000)
+    peeking = build(full_raw, recipe, steps=1000)
     assert peeking.to_dense()[0, 3] > 0 and peeking.to_dense()[0, 1] == 0
 
 
 def test_correlation_knn_checks_its_arguments():
     raw = make_raw(np.random.default_rng(2).normal(size=(10, 3)))
-    with pytest.raises(InputError, match=r"train_steps must be in \[2, 10\]"):
-        build_graph(raw, {"method": "correlation-knn", "k": 1}, train_steps=11)
+    with pytest.raises(ValueError, match=r"train steps must be in \[1, 10\]"):
+        build(raw, {"method": "correlation-knn", "k": 1}, steps=11)
+    with pytest.raises(InputError, match="the training part has 1 step"):
+        build(raw, {"method": "correlation-knn", "k": 1}, steps=1)
     with pytest.raises(InputError, match="k must be an integer in"):
-        build_graph(raw, {"method": "correlation-knn", "k": 3}, train_steps=10)
+        build(raw, {"method": "correlation-knn", "k": 3}, steps=10)
     with pytest.raises(InputError, match="channel 1 out of range"):
-        build_graph(raw, {"method": "correlation-knn", "k": 1, "channel": 1}, train_steps=10)
+        build(raw, {"method": "correlation-knn", "k": 1, "channel": 1}, steps=10)

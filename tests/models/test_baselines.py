@@ -5,7 +5,7 @@ import torch
 
 from stgraph.data.windows import split_samples
 from stgraph.graphs.graph import Graph
-from stgraph.models import ModelContext, build_model
+from stgraph.models import build_model
 from stgraph.tasks.forecast import ForecastTask
 from tests.helpers import make_series
 
@@ -14,8 +14,7 @@ def _setup(series, window=3, horizon=2, ratios=(0.7, 0.1, 0.2)):
     splits = split_samples(series.timestamps, window, horizon, ratios=list(ratios))
     graph = Graph(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), series.num_nodes)
     task = ForecastTask(series, graph, splits, window, horizon)
-    context = ModelContext(series.num_nodes, 1, 1, window, horizon, series.steps_per_day, graph)
-    return task, context
+    return task, task.context
 
 
 def test_persistence_repeats_last_observed_value():
@@ -23,7 +22,7 @@ def test_persistence_repeats_last_observed_value():
     task, context = _setup(make_series(values))
     model = build_model("persistence", {}, context)
     batch = task.batch(np.array([2]))  # inputs steps 0..2; node 1's step 2 is missing
-    out = task.predict(model(batch))
+    out = task.predict(model(batch.inputs))
     np.testing.assert_allclose(out[0, :, 0, 0].numpy(), [3, 3], rtol=1e-6)
     np.testing.assert_allclose(out[0, :, 1, 0].numpy(), [8, 8], rtol=1e-6)  # last observed
 
@@ -38,7 +37,7 @@ def test_historical_average_by_weekday_and_time_of_day_with_fallback(missing):
     series = make_series(values, freq="h")
     task, context = _setup(series, window=2, horizon=3, ratios=(0.6, 0.2, 0.2))
     model = build_model("historical-average", {}, context)
-    model.fit_train(task)
+    model.fit_train(task.train_view)
 
     def at(dow, hour):
         return task.predict(model.table[dow, hour])[0, 0].item()
@@ -56,13 +55,14 @@ def test_historical_average_by_weekday_and_time_of_day_with_fallback(missing):
 def test_stid_shapes_and_unknown_param():
     task, context = _setup(make_series(np.random.default_rng(0).random((80, 3)) + 1))
     model = build_model("stid", {"hidden": 8, "num_layers": 1}, context)
-    assert model(task.batch(np.array([2, 3, 4]))).shape == (3, 2, 3, 1)
+    assert model(task.batch(np.array([2, 3, 4])).inputs).shape == (3, 2, 3, 1)
     from stgraph.errors import InputError
 
     with pytest.raises(InputError, match="Unknown config key 'model.params.hiden'"):
         build_model("stid", {"hiden": 8}, context)
 
 
+@pytest.mark.slow  # a full los-loop pipeline: ~18 s on 2 busy cores
 def test_persistence_on_los_loop_matches_an_independent_numpy_computation(shared_data):
     """Default protocol: anchors 11..T-13, last round(0.2 S) samples test, zeros masked."""
     from stgraph.pipeline import prepare, resolve_config
@@ -70,9 +70,9 @@ def test_persistence_on_los_loop_matches_an_independent_numpy_computation(shared
 
     folder = shared_data / "traffic" / "los-loop"
     config = resolve_config("los-loop", model="persistence", flags={"data.data_dir": str(folder)})
-    prepared = prepare(config)
-    model = build_model("persistence", {}, prepared.context)
-    trainer = Trainer(prepared.task, model, config.train, folder / "unused", quiet=True)
+    task = prepare(config)
+    model = build_model("persistence", {}, task.context)
+    trainer = Trainer(task, model, config.train, folder / "unused", quiet=True)
     ours = trainer.evaluate("test")
 
     speeds = np.loadtxt(folder / "los_speed.csv", delimiter=",", skiprows=1)

@@ -1,4 +1,4 @@
-"""`stgraph forecast`: same numbers as `Forecaster.forecast`, byte-identical reruns, clear errors
+"""`stgraph forecast`: same numbers as the `Forecaster`, byte-identical reruns, clear errors
 with no output, and one writer per output (the lock)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-from tests.serving.toy import NODES, store_env, toy_frame, trained_toy
 
 from stgraph.cli import main
+from tests.serving.toy import NODES, store_env, toy_frame, trained_toy
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def _leftovers(folder):
 
 
 def test_output_equals_forecaster_and_is_logged(toy, tmp_path, capsys):
-    from stgraph.serving.bundle import Forecaster
+    from stgraph.serving.bundle import load_predictor
 
     as_of = "2024-01-02T12:00"
     out = tmp_path / "out" / "f.parquet"
@@ -67,7 +67,7 @@ def test_output_equals_forecaster_and_is_logged(toy, tmp_path, capsys):
     history = toy_frame().set_index("timestamp")
     # ns stamps: `Forecaster._window` compares raw int64 steps with a frequency in ns.
     history.index = history.index.as_unit("ns")
-    expected = Forecaster.load(bundle).forecast(history, as_of=pd.Timestamp(as_of))
+    expected = load_predictor(bundle).forecast(history, as_of=pd.Timestamp(as_of))
     assert table["timestamp"].tolist() == expected["timestamp"].tolist()
     assert table["node"].tolist() == expected["node"].tolist()
     assert table["horizon"].tolist() == expected["horizon"].tolist()
@@ -227,7 +227,7 @@ def test_zoned_as_of_against_a_naive_input_is_an_input_error():
     import pandas as pd
 
     from stgraph.errors import InputError
-    from stgraph.serving.history import parse_timestamp
+    from stgraph.tasks.forecast.history import parse_timestamp
 
     naive = SimpleNamespace(
         wide=pd.DataFrame(index=pd.date_range("2024-01-01", periods=3, freq="h"))
@@ -247,7 +247,7 @@ def test_unreadable_foreign_and_stale_bundles_are_input_errors(toy, tmp_path):
     import torch
 
     from stgraph.errors import InputError
-    from stgraph.serving.bundle import Forecaster
+    from stgraph.serving.bundle import load_predictor
 
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{toy['run_id']}/checkpoint/model.pt", dst_path=str(tmp_path / "bundle")
@@ -256,18 +256,18 @@ def test_unreadable_foreign_and_stale_bundles_are_input_errors(toy, tmp_path):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(open(path, "rb").read()[:100])
     with pytest.raises(InputError, match=f"Model bundle {truncated} cannot be read"):
-        Forecaster.load(truncated)
+        load_predictor(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": bundle["state_dict"]}, foreign)
-    with pytest.raises(InputError, match=f"{foreign} is not a stgraph model bundle of format 1"):
-        Forecaster.load(foreign)
+    with pytest.raises(InputError, match=f"{foreign} is not a stgraph model bundle of format 2"):
+        load_predictor(foreign)
     # A weight whose shape changed between versions, as gram-ode's prior_weight did.
     name, weight = next(iter(bundle["state_dict"].items()))
     bundle["state_dict"][name] = torch.zeros(weight.shape[0] + 1, *weight.shape[1:])
     stale = tmp_path / "stale.pt"
     torch.save(bundle, stale)
     with pytest.raises(InputError) as error:
-        Forecaster.load(stale)
+        load_predictor(stale)
     message = str(error.value)
     assert message.startswith(f"Model bundle {stale}: its weights do not fit model 'stid'")
     assert "refit it" in message and f"size mismatch for {name}" in message

@@ -15,9 +15,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from tests.serving.toy import store_env, toy_frame, trained_toy
 
 from stgraph.cli import main
+from tests.serving.toy import store_env, toy_frame, trained_toy
 
 pytestmark = pytest.mark.slow
 
@@ -161,12 +161,43 @@ def test_job_run_is_idempotent_and_score_logs_mae_per_horizon(toy, tmp_path, cap
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "realised_mae_by_as_of")
     assert len(history) == 5  # one point per forecast time: drift shows as a trend
 
+    # Without --json the command prints the realised error per horizon as a table.
+    assert main(["job", "score", str(job)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert out.splitlines()[1].split() == ["horizon", "mae", "rows"]
+    assert list(rows) == [str(h) for h in range(1, 13)] + ["all"]
+    assert float(rows["3"][0]) == pytest.approx(expected, abs=1e-4) and rows["3"][1] == "20"
+    assert float(rows["all"][0]) == pytest.approx(score["realised_mae"], abs=1e-4)
+    assert rows["all"][1] == str(5 * 12 * 4) and "240 of 288 forecast rows" in out
+
+
+def test_relative_job_output_goes_under_the_stgraph_home_not_the_current_directory(
+    toy, tmp_path, capsys, _session_home
+):
+    job = tmp_path / "relative.yaml"
+    job.write_text(
+        f"model_uri: models:/toy@prod\ninput: {toy['csv']}\n"
+        "output: relative-test/{as_of}.parquet\nfrequency: 1h\n"
+    )
+    code, result, err = _cli(capsys, "job", "run", job)
+    assert code == 0, err
+    folder = _session_home / "forecasts" / "relative-test"
+    assert result["output"] == str(folder / "{as_of}.parquet")
+    assert f"output {folder / '{as_of}.parquet'}" in err  # the resolved path is printed
+    [written] = result["written"]
+    assert written["output"].startswith(str(folder)) and os.path.isfile(written["output"])
+    assert sorted(os.listdir(tmp_path)) == ["relative.yaml"]  # nothing in the current directory
+    code, score, err = _cli(capsys, "job", "score", job)  # reads them back from there
+    assert code == 0 and score["forecast_files"] == 1, err
+
 
 def test_job_files_are_checked(tmp_path, capsys):
     from stgraph.serving.jobs import load_job
 
     shipped = load_job("simulator")
     assert shipped.model_uri.startswith("models:/") and "{as_of}" in shipped.output
+    assert not os.path.isabs(shipped.output)  # under $STGRAPH_HOME/forecasts, not the checkout
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_uri: models:/toy@prod\ninput: x.csv\noutput: f.parquet\nfrequency: 1h\n")
     code, _, err = _cli(capsys, "job", "run", bad)

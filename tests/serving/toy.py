@@ -58,7 +58,7 @@ def trained_toy(home: Path) -> dict:
     command = [
         sys.executable, "-m", "stgraph", "fit", str(csv), "--model", "stid", "--epochs", "1",
         "--register", "toy", "--json", "--quiet", "--set", "model.params.hidden=8",
-        "--set", "tracking.plot_nodes=0",
+        "--set", "task.params.plot_nodes=0",
     ]  # fmt: skip
     env = store_env(home)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=folder)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.serving.toy import store_env, toy_frame, trained_toy
 
 from stgraph.cli import main
+from tests.serving.toy import store_env, toy_frame, trained_toy
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -51,7 +52,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         "--set",
         "tracking.log_model=false",
         "--set",
-        "tracking.plot_nodes=0",
+        "task.params.plot_nodes=0",
     ]
     reference = _fit(*args, "--json")
 
@@ -67,6 +68,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL and run_id
+    checkpoints = Path(os.environ["STGRAPH_HOME"]) / "runs" / run_id
+    assert (checkpoints / "checkpoint.pt").is_file()
 
     resumed = _fit(str(data), "--resume", run_id, "--json")
     assert resumed["run_id"] == run_id and resumed["epochs"] == 4
@@ -75,6 +78,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         assert resumed["test"][name] == pytest.approx(value, rel=1e-6), name
     run = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id)
     assert run.info.status == "FINISHED"
+    assert not checkpoints.exists()  # finished: the model is in MLflow, the checkpoints go
     history = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_metric_history(
         run_id, "val_mae_avg12"
     )

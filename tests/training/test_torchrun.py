@@ -46,7 +46,7 @@ def test_two_process_training_logs_one_run(tmp_path):
         "--set",
         "tracking.log_model=false",
         "--set",
-        "tracking.plot_nodes=0",
+        "task.params.plot_nodes=0",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback only
     # A session of its own, so that a hang kills the ranks too, not only torchrun.

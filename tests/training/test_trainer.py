@@ -5,7 +5,7 @@ import torch
 from stgraph.data.windows import split_samples
 from stgraph.errors import InputError, TrainingDiverged
 from stgraph.graphs.graph import Graph
-from stgraph.models import ForecastModel, ModelContext, build_model
+from stgraph.models import ForecastModel, build_model
 from stgraph.tasks.forecast import ForecastTask
 from stgraph.training.checkpoint import load_checkpoint
 from stgraph.training.config import TrainConfig
@@ -20,7 +20,7 @@ def _task_and_context(steps=200):
     splits = split_samples(series.timestamps, 4, 2)
     graph = Graph(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), 3)
     task = ForecastTask(series, graph, splits, 4, 2)
-    return task, ModelContext(3, 1, 1, 4, 2, series.steps_per_day, graph)
+    return task, task.context
 
 
 class _Exploding(ForecastModel):
@@ -28,8 +28,8 @@ class _Exploding(ForecastModel):
         super().__init__(config, context)
         self.weight = torch.nn.Parameter(torch.ones(1))
 
-    def forward(self, batch):
-        return batch.x[:, :2] * self.weight * float("nan")
+    def forward(self, inputs):
+        return inputs.x[:, :2] * self.weight * float("nan")
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
@@ -90,7 +90,7 @@ def test_bad_settings_are_input_errors(tmp_path):
 def test_micro_batches_give_the_full_batch_gradient(tmp_path):
     task, context = _task_and_context()
     batch = next(task.batches("train", 16))
-    batch.y_mask[0, :, 0] = False  # uneven observed counts across micro-batches
+    batch.targets.y_mask[0, :, 0] = False  # uneven observed counts across micro-batches
 
     def gradients(micro):
         torch.manual_seed(0)
@@ -125,6 +125,7 @@ def test_lr_scales_give_named_parameters_their_own_rate_through_the_schedule(tmp
     assert rate[id(named["encoder.0.layers.0.weight"])] == pytest.approx(5e-4)
     assert rate[id(named["encoder.1.layers.3.bias"])] == pytest.approx(2e-3)
     assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(named)
+    trainer.optimizer.step()  # no gradients: no change, but torch wants it before the next
     trainer.scheduler.step()  # the schedule scales every group alike
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
         [1e-4, 5e-5, 2e-4, 1e-3]  # base, encoder, encoder.1, head: in parameter order
@@ -136,6 +137,9 @@ def test_lr_scales_give_named_parameters_their_own_rate_through_the_schedule(tmp
         Trainer(task, model, TrainConfig(lr_scales={"head": 0}), tmp_path)
 
 
+# The test replaces optimizer.step to record the rates, which torch's schedulers warn about;
+# the trainer itself raises no such warning (see test_warmup_is_a_torch_scheduler_...).
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(tmp_path):
     task, context = _task_and_context()
     base = {"lr": 1e-2, "lr_scales": {"head": 10}, "epochs": 2, "batch_size": 8}
@@ -165,3 +169,94 @@ def test_warmup_scales_the_first_steps_and_leaves_the_schedule_alone(tmp_path):
     assert warmed_after == pytest.approx(plain_after)  # the scheduler never saw a scaled rate
     with pytest.raises(InputError, match="warmup_steps must be 0 or more"):
         Trainer(task, build_model("stid", {}, context), TrainConfig(warmup_steps=-1), tmp_path)
+
+
+# torch's own complaints about the order of optimizer and scheduler steps
+_ORDER_WARNINGS = r".*(lr_scheduler\.step\(\)|optimizer\.step\(\))"
+
+
+def _recording(trainer):
+    """Record every group's rate at each optimizer step, the way torch supports (a pre-hook:
+    replacing ``optimizer.step`` would itself make torch warn)."""
+    seen = []
+    trainer.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: seen.append([g["lr"] for g in optimizer.param_groups])
+    )
+    return seen
+
+
+@pytest.mark.filterwarnings(f"error:{_ORDER_WARNINGS}:UserWarning")
+def test_warmup_is_a_torch_scheduler_that_resumes_exactly(tmp_path):
+    task, context = _task_and_context()
+    config = TrainConfig(
+        lr=1e-2, lr_scales={"head": 10}, epochs=3, batch_size=8, limit_batches=2, patience=None,
+        scheduler="step", scheduler_params={"step_size": 1, "gamma": 0.5}, warmup_steps=5,
+    )  # fmt: skip
+
+    def run(folder, stop_after=None, resume=False):
+        torch.manual_seed(0)
+        trainer = Trainer(task, build_model("stid", {}, context), config, folder, quiet=True)
+        seen = _recording(trainer)
+
+        def stop(epoch, metrics):
+            if epoch == stop_after:
+                raise KeyboardInterrupt  # after the epoch's checkpoint, as Ctrl-C would
+
+        trainer.on_epoch = stop
+        try:
+            result = trainer.fit(resume=resume)
+        except KeyboardInterrupt:
+            result = None
+        return trainer, [rate for rates in seen for rate in rates], result
+
+    trainer, unbroken, result = run(tmp_path / "a")
+    assert isinstance(trainer.warmup, torch.optim.lr_scheduler.LRScheduler)
+    # Six steps of two groups (x10 for the head); the step schedule halves the rate each epoch
+    # and the warm-up scales steps 1-4 by s/5, spanning the first two epochs.
+    assert unbroken == pytest.approx(
+        [2e-3, 2e-2, 4e-3, 4e-2, 3e-3, 3e-2, 4e-3, 4e-2, 2.5e-3, 2.5e-2, 2.5e-3, 2.5e-2]
+    )
+    # The groups hold the next step's rate: what the history logs as `lr`.
+    assert [h["lr"] for h in result.history] == pytest.approx([3e-3, 2.5e-3, 1.25e-3])
+    assert load_checkpoint(tmp_path / "a" / CHECKPOINT)["warmup"]["last_epoch"] == 6
+
+    _, first, _ = run(tmp_path / "b", stop_after=1)
+    _, rest, resumed = run(tmp_path / "b", resume=True)
+    assert first + rest == unbroken  # exactly, not approximately
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in result.history]
+
+
+@pytest.mark.filterwarnings(f"error:{_ORDER_WARNINGS}:UserWarning")
+def test_a_skipped_float16_step_is_no_warmup_step(tmp_path):
+    class OverflowingFirstStep:
+        """A float16 GradScaler whose first step overflows: skipped, and the scale halves."""
+
+        def __init__(self):
+            self.scale_value, self.steps = 2.0**16, 0
+
+        def scale(self, loss):
+            return loss
+
+        def unscale_(self, optimizer):
+            pass
+
+        def get_scale(self):
+            return self.scale_value
+
+        def step(self, optimizer):
+            self.steps += 1
+            if self.steps > 1:
+                optimizer.step()
+
+        def update(self):
+            if self.steps == 1:
+                self.scale_value /= 2
+
+    task, context = _task_and_context()
+    config = TrainConfig(lr=3e-2, epochs=1, batch_size=8, limit_batches=4, warmup_steps=3)
+    trainer = Trainer(task, build_model("stid", {}, context), config, tmp_path, quiet=True)
+    trainer._scaler = OverflowingFirstStep()
+    seen = _recording(trainer)
+    trainer.fit()
+    # Batch 1 was skipped; the three steps taken warm up from 1/3 as if it had not been there.
+    assert [rates[0] for rates in seen] == pytest.approx([1e-2, 2e-2, 3e-2])

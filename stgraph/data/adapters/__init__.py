@@ -2,13 +2,9 @@
 
 An adapter is a function ``(card, data_dir) -> RawDataset``. It validates what it reads and raises
 `InputError` naming the file and the problem. Importing this package registers every module of
-this package, and the simulator (the embedded default dataset).
+this package, and the simulator (the embedded default dataset), on the first look-up.
 """
 
 from stgraph.data.adapters.base import ADAPTERS, RawDataset, observed_mask
-from stgraph.plugins import import_submodules
-
-import_submodules(__name__)
-import stgraph.data.simulator  # noqa: E402,F401
 
 __all__ = ["ADAPTERS", "RawDataset", "observed_mask"]

@@ -32,7 +32,9 @@ class RawDataset:
 
 
 Adapter = Callable[[DatasetCard, Path], RawDataset]
-ADAPTERS: Registry[Adapter] = Registry("dataset format")
+ADAPTERS: Registry[Adapter] = Registry(
+    "dataset format", packages=("stgraph.data.adapters", "stgraph.data.simulator")
+)
 
 
 def observed_mask(

@@ -40,9 +40,9 @@ import pandas as pd
 from stgraph.data.adapters.base import ADAPTERS, RawDataset, observed_mask
 from stgraph.data.adapters.tabular import check_file, numeric_values, read_table
 from stgraph.data.cards import DatasetCard
+from stgraph.data.edges import edge_distance_matrix, parse_edge_list
 from stgraph.data.series import Series
 from stgraph.errors import InputError
-from stgraph.graphs.builders import from_edge_list, to_distance_matrix
 
 PEMS_CHANNELS = ("flow", "occupancy", "speed")
 STEPS_PER_DAY = 288
@@ -88,10 +88,10 @@ def read_edge_distances(path: Path, node_ids: list[str]) -> tuple[np.ndarray, np
         raise InputError(
             f"Edge list {path}: expected 3 columns (from, to, cost), got {frame.shape[1]}."
         )
-    graph = from_edge_list(
+    edges = parse_edge_list(
         frame, node_ids, duplicates="min", symmetric=True, what=f"Edge list {path}"
     )
-    distances = to_distance_matrix(graph)
+    distances = edge_distance_matrix(*edges, len(node_ids))
     np.fill_diagonal(distances, 0.0)
     if (distances < 0).any():
         raise InputError(f"Edge list {path}: negative costs; a road distance must be >= 0.")

@@ -1,19 +1,26 @@
-"""Recent history read for a forecast and checked against the model's training signature."""
+"""Recent history for a served forecast model, read and checked against its training signature."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from stgraph.errors import InputError
-from stgraph.serving.bundle import Forecaster
 
 
-# ----------------------------------------------------------------------------- history
+class Forecaster(Protocol):
+    """What the history checks read of a served model (`predictor.Forecaster`)."""
+
+    node_ids: list[str]
+    freq: pd.Timedelta
+    null_value: str
+
+
 @dataclass
 class History:
     """Recent history on the model's regular grid: NaN marks a missing reading."""
@@ -52,7 +59,7 @@ def load_history(
     from stgraph.data.adapters.tabular import read_values
     from stgraph.data.cards import DatasetCard
 
-    null_value = forecaster.bundle["null_value"]
+    null_value = forecaster.null_value
     if input_file is not None:
         path = Path(input_file).expanduser().resolve()
         probe = DatasetCard(
