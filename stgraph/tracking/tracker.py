@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from stgraph.config import flatten
 from stgraph.errors import InputError
 from stgraph.metrics import mlflow_key
-from stgraph.tracking.store import default_artifact_root, tracking_uri
+from stgraph.tracking.store import connect, default_artifact_root, retry_transient, tracking_uri
 
 
 class Tracker:
@@ -40,6 +40,7 @@ class Tracker:
         self._previous_sigterm: Any = None
 
     def __enter__(self) -> Tracker:
+        connect()  # a new local store is created once, under a lock (see `connect`)
         mlflow.set_tracking_uri(self.uri)
         if self.resume_run_id:
             try:
@@ -49,14 +50,10 @@ class Tracker:
                     f"--resume {self.resume_run_id}: no such run in the MLflow store {self.uri}."
                 ) from None
         else:
-            client = mlflow.MlflowClient(self.uri)
-            experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else client.create_experiment(self.experiment, default_artifact_root())
+            experiment_id = experiment_id_of(mlflow.MlflowClient(self.uri), self.experiment)
+            run = retry_transient(
+                lambda: mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name)
             )
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name)
         self.run_id = run.info.run_id
         self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
         return self
@@ -69,21 +66,30 @@ class Tracker:
             status = RunStatus.KILLED
         else:
             status = RunStatus.FAILED
-            mlflow.set_tag("error", f"{exc_type.__name__}: {exc}"[:5000])
-        mlflow.end_run(RunStatus.to_string(status))
+            retry_transient(lambda: mlflow.set_tag("error", f"{exc_type.__name__}: {exc}"[:5000]))
+        try:
+            mlflow.end_run(RunStatus.to_string(status))
+        except MlflowException as error:  # end_run dropped the active run before it failed
+            if error.error_code != "TEMPORARILY_UNAVAILABLE":
+                raise
+            client = mlflow.MlflowClient(self.uri)
+            retry_transient(
+                lambda: client.set_terminated(str(self.run_id), RunStatus.to_string(status))
+            )
 
     def log_config(self, config: dict[str, Any]) -> None:
         """Params = the full resolved config, flattened (not re-logged on resume)."""
         if not self.resume_run_id:
-            mlflow.log_params({key: _param(value) for key, value in flatten(config).items()})
+            params = {key: _param(value) for key, value in flatten(config).items()}
+            retry_transient(lambda: mlflow.log_params(params))
             mlflow.log_dict(config, "config.yaml")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0, prefix: str = "") -> None:
         finite = {mlflow_key(prefix + k): float(v) for k, v in metrics.items() if v == v}
-        mlflow.log_metrics(finite, step=step)
+        retry_transient(lambda: mlflow.log_metrics(finite, step=step))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        mlflow.set_tags(tags)
+        retry_transient(lambda: mlflow.set_tags(tags))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
@@ -106,6 +112,26 @@ class NullTracker:
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: None
+
+
+def experiment_id_of(client: mlflow.MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created (with `default_artifact_root`) if missing.
+
+    Two processes may both find it missing: the second create fails with
+    ``RESOURCE_ALREADY_EXISTS`` and reads the first one's experiment instead.
+    """
+    experiment = retry_transient(lambda: client.get_experiment_by_name(name))
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return retry_transient(lambda: client.create_experiment(name, default_artifact_root()))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        experiment = retry_transient(lambda: client.get_experiment_by_name(name))
+        if experiment is None:  # created and deleted in between: nothing sensible to do
+            raise
+        return experiment.experiment_id
 
 
 def _param(value: Any) -> str:
