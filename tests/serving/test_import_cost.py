@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NOT_ON_THE_FORECAST_PATH = [
     "torch_geometric",  # ~1.5 s with the torch._dynamo it pulls in
     "matplotlib",
+    "IPython",  # MLflow's fluent start_run: notebook detection
+    "git",  # MLflow's fluent start_run: GitPython for the source commit tag
     "torchdiffeq",
     "stgraph.models.sttn",
     "stgraph.models.gram_ode",
