@@ -2,8 +2,17 @@
 reading the input, forecasting, atomic write and the MLflow run all included) and one request to
 ``mlflow models serve``, for the simulator model (64 nodes) and a 325-node graph.
 
-Each model is a 1-epoch STID fitted first in a throw-away MLflow store. Prints figures; asserts
-nothing. Run: ``.venv/bin/python benchmarks/bench_forecast.py [--repeats 5]``.
+Each model is a 1-epoch STID fitted first in a throw-away MLflow store and promoted to ``@prod``;
+the calls use ``models:/NAME@prod``, as a scheduled job does (the alias is looked up every call).
+The first call (model download into the empty local cache, new experiment) is reported apart; the
+median, min and max are over ``--repeats`` calls after it.
+
+``--baseline DIR`` times another checkout of stgraph (e.g. a ``git worktree`` of an older commit;
+its ``stgraph`` package is put first on ``PYTHONPATH``) on the same models and inputs, its calls
+interleaved with this checkout's (A B A B ...) so that a change of machine load hits both alike.
+Prints figures; asserts nothing.
+
+Run: ``.venv/bin/python benchmarks/bench_forecast.py [--repeats 7] [--no-serve] [--baseline DIR]``.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parents[1]  # this checkout: its stgraph is the one timed
 
 
 def _run(command: list[str], env: dict[str, str]) -> str:
@@ -45,24 +55,37 @@ def _wide(raw, missing: float) -> pd.DataFrame:
 
 def _fit(name: str, data: str, env: dict[str, str], folder: Path) -> None:
     _run(
-        [str(BIN / "stgraph"), "fit", data, "--model", "stid", "--epochs", "1", "--quiet",
-         "--register", name, "--set", "task.params.plot_nodes=0", "--json"],
+        [str(BIN / "stgraph"), "fit", data, "--model", "stid", "--epochs", "1",
+         "--quiet", "--register", name, "--set", "task.params.plot_nodes=0", "--json"],
         env,
     )  # fmt: skip
+    _run([str(BIN / "stgraph"), "models", "promote", name, "1", "prod"], env)
 
 
-def _cli_latency(name: str, recent: Path, env: dict[str, str], repeats: int) -> list[float]:
-    times = []
+def _forecast_once(name: str, recent: Path, env: dict[str, str], out: Path) -> float:
+    """Wall seconds of one ``stgraph forecast`` process, from its start to its exit."""
+    started = time.perf_counter()
+    _run(
+        [str(BIN / "stgraph"), "forecast", f"models:/{name}@prod", "--input",
+         str(recent), "--output", str(out)],
+        env,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _cli_latency(
+    name: str, recent: Path, envs: dict[str, dict[str, str]], repeats: int
+) -> dict[str, tuple[float, list[float]]]:
+    """Per checkout: the first call's seconds, and those of ``repeats`` calls after it; the
+    checkouts take turns call by call."""
+    first = {label: _forecast_once(name, recent, env, recent.parent / f"{name}-{label}-first.pq")
+             for label, env in envs.items()}  # fmt: skip
+    times: dict[str, list[float]] = {label: [] for label in envs}
     for i in range(repeats):
-        out = recent.parent / f"{name}-{i}.parquet"
-        started = time.perf_counter()
-        _run(
-            [str(BIN / "stgraph"), "forecast", f"models:/{name}/1", "--input", str(recent),
-             "--output", str(out)],
-            env,
-        )  # fmt: skip
-        times.append(time.perf_counter() - started)
-    return times
+        for label, env in envs.items():
+            out = recent.parent / f"{name}-{label}-{i}.parquet"
+            times[label].append(_forecast_once(name, recent, env, out))
+    return {label: (first[label], times[label]) for label in envs}
 
 
 def _serve_latency(name: str, recent: pd.DataFrame, env: dict[str, str], repeats: int):
@@ -70,7 +93,7 @@ def _serve_latency(name: str, recent: pd.DataFrame, env: dict[str, str], repeats
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/1", "--env-manager",
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@prod", "--env-manager",
          "local", "-h", "127.0.0.1", "-p", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -107,10 +130,21 @@ def _serve_latency(name: str, recent: pd.DataFrame, env: dict[str, str], repeats
             os.killpg(server.pid, signal.SIGKILL)
 
 
+def _code_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """``env`` with ``root``'s stgraph package first on the import path."""
+    paths = [str(root), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-serve", action="store_true", help="skip the model-server figures")
+    parser.add_argument(
+        "--baseline", type=Path, help="another stgraph checkout, timed interleaved with this one"
+    )
     args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
     from stgraph.data.simulator import simulate_traffic
     from stgraph.data.sources import open_dataset
 
@@ -123,6 +157,11 @@ def main() -> None:
             MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
+        env = _code_env(env, HERE)
+        envs = {"this": env}
+        if args.baseline:
+            base = {**env, "STGRAPH_HOME": str(folder / "home-baseline")}  # its own model cache
+            envs["baseline"] = _code_env(base, args.baseline.resolve())
         os.chdir(folder)  # MLflow artifacts go to ./mlruns of a new experiment
         cases = []
         sim = _wide(open_dataset("simulator"), 0.0)  # card: 0 = missing
@@ -131,8 +170,9 @@ def main() -> None:
         big_csv = folder / "sim325.csv"
         big.to_csv(big_csv, index=False)
         cases.append(("bench-325", str(big_csv), big))
-        print(f"{'model':<16} {'nodes':>5} {'fit s':>6} {'cli median s':>12} {'cli min s':>9} "
-              f"{'serve start s':>13} {'1st req s':>9} {'req median ms':>13}")  # fmt: skip
+        print(f"{'model':<16} {'nodes':>5} {'code':<8} {'fit s':>6} {'cli 1st s':>9} "
+              f"{'cli median s':>12} {'cli min s':>9} {'cli max s':>9} {'serve start s':>13} "
+              f"{'1st req s':>9} {'req median ms':>13}")  # fmt: skip
         for name, data, frame in cases:
             began = time.perf_counter()
             _fit(name, data, env, folder)
@@ -140,14 +180,20 @@ def main() -> None:
             recent = frame.tail(288)  # the last day: what a client keeps
             recent_path = folder / f"{name}-recent.parquet"
             recent.to_parquet(recent_path, index=False)
-            cli = _cli_latency(name, recent_path, env, args.repeats)
-            startup, first, served = _serve_latency(name, recent.tail(48), env, args.repeats)
-            print(
-                f"{name:<16} {frame.shape[1] - 1:>5} {fit_s:>6.1f} {statistics.median(cli):>12.2f} "
-                f"{min(cli):>9.2f} {startup:>13.1f} {first:>9.3f} "
-                f"{1000 * statistics.median(served):>13.1f}",
-                flush=True,
-            )
+            cli = _cli_latency(name, recent_path, envs, args.repeats)
+            serve = "" if args.no_serve else _serve_figures(name, recent, env, args.repeats)
+            for label, (first, times) in cli.items():
+                print(
+                    f"{name:<16} {frame.shape[1] - 1:>5} {label:<8} {fit_s:>6.1f} {first:>9.2f} "
+                    f"{statistics.median(times):>12.2f} {min(times):>9.2f} {max(times):>9.2f} "
+                    + (serve if label == "this" else ""),
+                    flush=True,
+                )
+
+
+def _serve_figures(name: str, recent: pd.DataFrame, env: dict[str, str], repeats: int) -> str:
+    startup, first, served = _serve_latency(name, recent.tail(48), env, repeats)
+    return f"{startup:>13.1f} {first:>9.3f} {1000 * statistics.median(served):>13.1f}"
 
 
 if __name__ == "__main__":

@@ -1,22 +1,31 @@
-"""Graphs: the `Graph` type, builders from raw inputs, normalisations and dataset recipes."""
+"""Graphs: the `Graph` type, builders from raw inputs, normalisations and dataset recipes.
 
-from stgraph.graphs.builders import (
-    from_adjacency,
-    from_edge_list,
-    gaussian_kernel,
-    knn_graph,
-    stgcn_kernel,
-    to_distance_matrix,
-)
-from stgraph.graphs.graph import Graph
-from stgraph.graphs.normalize import (
-    chebyshev_basis,
-    laplacian_eigenvectors,
-    random_walk_norm,
-    scaled_laplacian,
-    symmetric_norm,
-)
-from stgraph.graphs.recipes import GRAPH_RECIPES, build_graph, masked_correlation
+The names below are imported on first use (PEP 562): the builders and normalisations pull in
+torch_geometric and scipy (about 1.5 s), which loading a trained model to forecast never needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "from_adjacency": "builders",
+    "from_edge_list": "builders",
+    "gaussian_kernel": "builders",
+    "knn_graph": "builders",
+    "stgcn_kernel": "builders",
+    "to_distance_matrix": "builders",
+    "Graph": "graph",
+    "chebyshev_basis": "normalize",
+    "laplacian_eigenvectors": "normalize",
+    "random_walk_norm": "normalize",
+    "scaled_laplacian": "normalize",
+    "symmetric_norm": "normalize",
+    "GRAPH_RECIPES": "recipes",
+    "build_graph": "recipes",
+    "masked_correlation": "recipes",
+}
 
 __all__ = [
     "GRAPH_RECIPES",
@@ -35,3 +44,36 @@ __all__ = [
     "symmetric_norm",
     "to_distance_matrix",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from stgraph.graphs.builders import (
+        from_adjacency,
+        from_edge_list,
+        gaussian_kernel,
+        knn_graph,
+        stgcn_kernel,
+        to_distance_matrix,
+    )
+    from stgraph.graphs.graph import Graph
+    from stgraph.graphs.normalize import (
+        chebyshev_basis,
+        laplacian_eigenvectors,
+        random_walk_norm,
+        scaled_laplacian,
+        symmetric_norm,
+    )
+    from stgraph.graphs.recipes import GRAPH_RECIPES, build_graph, masked_correlation

@@ -96,21 +96,24 @@ def _write_locked(
 def _log_run(
     experiment: str, job: str | None, summary: dict[str, Any], metrics: dict[str, float]
 ) -> str:
-    """One FINISHED MLflow run per forecast call, logged after the output is in place."""
-    import mlflow
+    """One FINISHED MLflow run per forecast call, logged after the output is in place.
 
+    Created, logged and ended in three transactions (`record_run`), not through the fluent API
+    whose run-context plugins import GitPython and run git on every call.
+    """
     from stgraph import __version__
-    from stgraph.tracking.tracker import Tracker
+    from stgraph.tracking.tracker import record_run
 
-    name = f"{job or 'forecast'} {summary['as_of']}"
-    with Tracker(experiment, name) as tracker:
-        params = {k: "" if v is None else str(v) for k, v in summary.items()}
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({"stgraph.version": __version__, "stgraph.kind": "forecast"})
-        if job:
-            mlflow.set_tag("stgraph.job", job)
-    return str(tracker.run_id)
+    tags = {"stgraph.version": __version__, "stgraph.kind": "forecast"}
+    if job:
+        tags["stgraph.job"] = job
+    return record_run(
+        experiment,
+        f"{job or 'forecast'} {summary['as_of']}",
+        params={k: "" if v is None else str(v) for k, v in summary.items()},
+        metrics=metrics,
+        tags=tags,
+    )
 
 
 def forecast_command(

@@ -8,6 +8,7 @@ one interrupted by Ctrl-C or SIGTERM ends KILLED; an exception never leaves it R
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,49 @@ def experiment_id_of(client: mlflow.MlflowClient, name: str) -> str:
         if experiment is None:  # created and deleted in between: nothing sensible to do
             raise
         return experiment.experiment_id
+
+
+def record_run(
+    experiment: str,
+    run_name: str,
+    params: dict[str, str],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> str:
+    """Log a run that is complete when it starts (a forecast call): created, logged and FINISHED
+    in three transactions, returning its id.
+
+    `Tracker` goes through MLflow's fluent API, whose ``start_run`` asks every run-context plugin
+    for tags (one imports GitPython and runs git); here the tags are MLflow's default ones (user,
+    source name and type) plus ``tags``. A failure after the run was created ends it FAILED.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking.context.default_context import DefaultRunContext
+    from mlflow.utils.time import get_current_time_millis
+
+    client = mlflow.MlflowClient(connect())
+    experiment_id = experiment_id_of(client, experiment)
+    run = retry_transient(
+        lambda: client.create_run(experiment_id, tags=DefaultRunContext().tags(), run_name=run_name)
+    )
+    run_id = run.info.run_id
+    now = get_current_time_millis()
+    try:
+        retry_transient(
+            lambda: client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, _param(v)) for k, v in params.items()],
+                tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            )
+        )
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(run_id, "FAILED")
+        raise
+    retry_transient(lambda: client.set_terminated(run_id, "FINISHED"))
+    return run_id
 
 
 def _param(value: Any) -> str:
