@@ -63,10 +63,11 @@ def _fit(name: str, data: str, env: dict[str, str], folder: Path) -> None:
 
 
 def _forecast_once(name: str, recent: Path, env: dict[str, str], out: Path) -> float:
-    """Wall seconds of one ``stgraph forecast`` process, from its start to its exit."""
+    """Wall seconds of one ``stgraph forecast`` process, from its start to its exit. Run as
+    ``python -m stgraph`` so that each checkout's own entry point is the one timed."""
     started = time.perf_counter()
     _run(
-        [str(BIN / "stgraph"), "forecast", f"models:/{name}@prod", "--input",
+        [sys.executable, "-m", "stgraph", "forecast", f"models:/{name}@prod", "--input",
          str(recent), "--output", str(out)],
         env,
     )  # fmt: skip

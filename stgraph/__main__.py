@@ -1,5 +1,5 @@
 """`python -m stgraph` (and `torchrun -m stgraph`) run the command-line interface."""
 
-from stgraph.cli import main
+from stgraph.cli import console
 
-raise SystemExit(main())
+console()

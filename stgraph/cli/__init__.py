@@ -10,6 +10,7 @@ either way ends its MLflow run KILLED and keeps its checkpoint for ``--resume``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -22,11 +23,31 @@ from stgraph.cli.output import json_safe, print_summary
 from stgraph.cli.parser import build_parser
 from stgraph.errors import StgraphError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]
+
+# Commands a scheduler runs every tick, which own no state that needs an orderly interpreter exit
+# once they have returned: their output is written atomically and their run is recorded.
+_NO_TEARDOWN = frozenset({"forecast"})
+
+
+def console() -> None:
+    """The ``stgraph`` console script. After a forecast it exits without the interpreter's
+    teardown: unloading torch and pandas takes about 0.4 s, a sixth of the call."""
+    args = build_parser().parse_args()
+    code = _dispatch(args)
+    if args.command in _NO_TEARDOWN:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command as the console script would; its exit code."""
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     debug = getattr(args, "debug", False)
     if not debug:
         # MLflow's chatter (database creation, signature inference, artifact download bars) is

@@ -226,7 +226,7 @@ def _print_fields(config_class: type, prefix: str = "") -> dict[str, Any]:
 
 
 def cmd_forecast(args: argparse.Namespace) -> dict[str, Any]:
-    from stgraph.serving.run import forecast_command
+    from stgraph.serving.forecast import forecast_command
 
     result = forecast_command(
         args.model_uri, args.output, args.input, args.dataset, args.data_dir, args.as_of

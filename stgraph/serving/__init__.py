@@ -1,6 +1,3 @@
-"""Serving trained models, for every task: the model bundle, the MLflow pyfunc, model resolution
-in the registry, one-off predictions (`stgraph forecast`) and scheduled jobs."""
-
-from stgraph.serving.bundle import load_predictor, save_bundle
-
-__all__ = ["load_predictor", "save_bundle"]
+"""Serving trained models, for every task: the model bundle (`stgraph.serving.bundle`), the MLflow
+pyfunc, model resolution in the registry, one-off predictions (`stgraph forecast`) and scheduled
+jobs. Nothing is imported here: a forecast call's bookkeeping process must not load torch."""

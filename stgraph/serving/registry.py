@@ -19,11 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stgraph.errors import InputError
-from stgraph.serving.bundle import load_predictor
-from stgraph.tasks.base import Predictor
+
+if TYPE_CHECKING:  # torch: the forecast's side; the bookkeeping process never imports it
+    from stgraph.tasks.base import Predictor
 
 URI_HELP = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
 CACHE_FORMAT = 1
@@ -160,12 +161,33 @@ def resolve_model(uri: str) -> ResolvedModel:
     Raises:
         InputError: a malformed URI, or a model, version, alias or run that does not exist.
     """
+    found = pin_and_cache(uri)
+    return load_pinned(found)
+
+
+def pin_and_cache(uri: str) -> dict[str, Any]:
+    """The MLflow half of `resolve_model`: pin ``uri`` and make sure its bundle is in the local
+    cache. Returns ``uri``, ``name``, ``version``, ``run_id`` and ``bundle`` (the cached file),
+    plain values that cross a process boundary (`stgraph.serving.bookkeeper`)."""
     pinned = _pin(_client(), uri)
     bundle = _cached_bundle(pinned)
     if not bundle.is_file():  # a concurrent process just replaced a damaged entry
         bundle = _cached_bundle(pinned)
-    predictor = load_predictor(bundle)
-    return ResolvedModel(uri, pinned.name, pinned.version, pinned.run_id, predictor)
+    return {
+        "uri": uri,
+        "name": pinned.name,
+        "version": pinned.version,
+        "run_id": pinned.run_id,
+        "bundle": str(bundle),
+    }
+
+
+def load_pinned(found: dict[str, Any]) -> ResolvedModel:
+    """The torch half of `resolve_model`: load the bundle `pin_and_cache` found."""
+    from stgraph.serving.bundle import load_predictor
+
+    predictor = load_predictor(Path(found["bundle"]))
+    return ResolvedModel(found["uri"], found["name"], found["version"], found["run_id"], predictor)
 
 
 # ----------------------------------------------------------------------------- local model cache

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from stgraph.serving.bookkeeper import log_run
 from stgraph.serving.output import output_format, output_lock, serialize, write_atomic
-from stgraph.serving.registry import ResolvedModel, resolve_model
+from stgraph.serving.registry import ResolvedModel
 
 DEFAULT_EXPERIMENT = "forecast-jobs"
 
@@ -55,10 +57,10 @@ def write_forecast(
     path = Path(output).expanduser().absolute()
     output_format(path)
     with output_lock(path):
-        return _write_locked(model, data, path, as_of, experiment, job, started)
+        return write_locked(model, data, path, as_of, experiment, job, started)
 
 
-def _write_locked(
+def write_locked(
     model: ResolvedModel,
     data: Any,
     path: Path,
@@ -66,6 +68,7 @@ def _write_locked(
     experiment: str,
     job: str | None,
     started: float,
+    record: Callable[[str, str | None, dict, dict], str] | None = None,
 ) -> dict[str, Any]:
     table = prediction_table(model, data, as_of)
     payload = serialize(table, output_format(path))
@@ -89,46 +92,5 @@ def _write_locked(
         "duration_seconds": time.perf_counter() - started,
     }
     # Logged while the lock is still held: a job counts as done once its run is recorded.
-    summary["run_id"] = _log_run(experiment, job, summary, metrics)
+    summary["run_id"] = (record or log_run)(experiment, job, summary, metrics)
     return summary
-
-
-def _log_run(
-    experiment: str, job: str | None, summary: dict[str, Any], metrics: dict[str, float]
-) -> str:
-    """One FINISHED MLflow run per forecast call, logged after the output is in place.
-
-    Created, logged and ended in three transactions (`record_run`), not through the fluent API
-    whose run-context plugins import GitPython and run git on every call.
-    """
-    from stgraph import __version__
-    from stgraph.tracking.tracker import record_run
-
-    tags = {"stgraph.version": __version__, "stgraph.kind": "forecast"}
-    if job:
-        tags["stgraph.job"] = job
-    return record_run(
-        experiment,
-        f"{job or 'forecast'} {summary['as_of']}",
-        params={k: "" if v is None else str(v) for k, v in summary.items()},
-        metrics=metrics,
-        tags=tags,
-    )
-
-
-def forecast_command(
-    model_uri: str,
-    output: str,
-    input_file: str | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    as_of: str | None = None,
-) -> dict[str, Any]:
-    """``stgraph forecast``: resolve, read, validate, forecast, write, log."""
-    started = time.perf_counter()
-    path = Path(output).expanduser().absolute()
-    output_format(path)  # a bad extension fails before any work
-    with output_lock(path):  # held from the start so that two calls never duplicate work
-        model = resolve_model(model_uri)
-        data = model.predictor.read_input(input_file, dataset, data_dir)
-        return _write_locked(model, data, path, as_of, DEFAULT_EXPERIMENT, None, started)

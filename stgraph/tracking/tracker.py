@@ -8,7 +8,6 @@ one interrupted by Ctrl-C or SIGTERM ends KILLED; an exception never leaves it R
 
 from __future__ import annotations
 
-import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from stgraph.config import flatten
 from stgraph.errors import InputError, Terminated
 from stgraph.metrics import mlflow_key
 from stgraph.tasks.base import Report
-from stgraph.tracking.store import connect, default_artifact_root, retry_transient, tracking_uri
+from stgraph.tracking.records import experiment_id_of, param_value
+from stgraph.tracking.store import connect, retry_transient, tracking_uri
 
 
 class Tracker:
@@ -82,7 +82,7 @@ class Tracker:
     def log_config(self, config: dict[str, Any]) -> None:
         """Params = the full resolved config, flattened (not re-logged on resume)."""
         if not self.resume_run_id:
-            params = {key: _param(value) for key, value in flatten(config).items()}
+            params = {key: param_value(value) for key, value in flatten(config).items()}
             retry_transient(lambda: mlflow.log_params(params))
             mlflow.log_dict(config, "config.yaml")
 
@@ -123,74 +123,6 @@ class NullTracker:
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: None
-
-
-def experiment_id_of(client: mlflow.MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created (with `default_artifact_root`) if missing.
-
-    Two processes may both find it missing: the second create fails with
-    ``RESOURCE_ALREADY_EXISTS`` and reads the first one's experiment instead.
-    """
-    experiment = retry_transient(lambda: client.get_experiment_by_name(name))
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return retry_transient(lambda: client.create_experiment(name, default_artifact_root()))
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        experiment = retry_transient(lambda: client.get_experiment_by_name(name))
-        if experiment is None:  # created and deleted in between: nothing sensible to do
-            raise
-        return experiment.experiment_id
-
-
-def record_run(
-    experiment: str,
-    run_name: str,
-    params: dict[str, str],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-) -> str:
-    """Log a run that is complete when it starts (a forecast call): created, logged and FINISHED
-    in three transactions, returning its id.
-
-    `Tracker` goes through MLflow's fluent API, whose ``start_run`` asks every run-context plugin
-    for tags (one imports GitPython and runs git); here the tags are MLflow's default ones (user,
-    source name and type) plus ``tags``. A failure after the run was created ends it FAILED.
-    """
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking.context.default_context import DefaultRunContext
-    from mlflow.utils.time import get_current_time_millis
-
-    client = mlflow.MlflowClient(connect())
-    experiment_id = experiment_id_of(client, experiment)
-    run = retry_transient(
-        lambda: client.create_run(experiment_id, tags=DefaultRunContext().tags(), run_name=run_name)
-    )
-    run_id = run.info.run_id
-    now = get_current_time_millis()
-    try:
-        retry_transient(
-            lambda: client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param(k, _param(v)) for k, v in params.items()],
-                tags=[RunTag(k, str(v)) for k, v in tags.items()],
-            )
-        )
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
-            client.set_terminated(run_id, "FAILED")
-        raise
-    retry_transient(lambda: client.set_terminated(run_id, "FINISHED"))
-    return run_id
-
-
-def _param(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 6000 else text[:5997] + "..."
 
 
 def _interrupt(signum: int, frame: Any) -> None:

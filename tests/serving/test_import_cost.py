@@ -17,8 +17,11 @@ from tests.serving.toy import trained_toy
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Imported by nothing that loading an STID bundle, forecasting and logging the run needs.
+# Imported by nothing that loading an STID bundle and forecasting needs; MLflow's side of the call
+# (pinning the URI, recording the run) runs in the bookkeeping child process.
 NOT_ON_THE_FORECAST_PATH = [
+    "mlflow",
+    "sqlalchemy",
     "torch_geometric",  # ~1.5 s with the torch._dynamo it pulls in
     "matplotlib",
     "IPython",  # MLflow's fluent start_run: notebook detection
@@ -75,6 +78,19 @@ def test_forecast_imports_only_what_it_uses(_session_home, tmp_path):
         tmp_path,
     )
     assert result == {"code": 0, "loaded": []}
+
+
+def test_the_bookkeeping_process_imports_no_torch(tmp_path):
+    loaded = _run(
+        """
+        import json, sys
+        import stgraph.serving.bookkeeper, stgraph.serving.registry, stgraph.tracking.records
+        heavy = ("torch", "stgraph.tasks", "stgraph.models")
+        print(json.dumps([m for m in heavy if m in sys.modules]))
+        """,
+        tmp_path,
+    )
+    assert loaded == []
 
 
 def test_registries_import_their_modules_on_demand(tmp_path):

@@ -27,7 +27,7 @@ from stgraph.data.views import SeriesTrainView
 from stgraph.data.windows import split_samples
 from stgraph.models.base import MODELS, Model, ModelConfig
 from stgraph.pipeline import fit, resolve_config
-from stgraph.serving import load_predictor
+from stgraph.serving.bundle import load_predictor
 from stgraph.tasks.base import TASKS, Batch, Loss, ModelContext, Predictor, Report, Task, Tensors
 
 NAME = "rise"

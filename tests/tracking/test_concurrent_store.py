@@ -148,7 +148,7 @@ def test_transient_store_errors_are_retried_others_are_not(monkeypatch):
 def test_experiment_created_meanwhile_by_another_process_is_used(tmp_path, monkeypatch):
     import mlflow
 
-    from stgraph.tracking.tracker import experiment_id_of
+    from stgraph.tracking.records import experiment_id_of
 
     client = mlflow.MlflowClient()
     name = f"created-meanwhile-{tmp_path.name}"
