@@ -25,6 +25,7 @@ from stgraph.errors import InputError
 from stgraph.registry import Registry
 from stgraph.tasks.base import ModelContext
 from stgraph.tasks.forecast.batch import ForecastContext
+from stgraph.tasks.next_location.batch import MobilityContext
 
 
 @dataclass
@@ -53,6 +54,14 @@ class ForecastModel(Model):
 
     task = "forecast"
     context: ForecastContext
+
+
+class NextLocationModel(Model):
+    """Base class of next-location models (`stgraph.tasks.next_location`): ``forward`` takes
+    `NextLocationInputs` and returns a `NextLocationOutput`; it must be causal along each row."""
+
+    task = "next-location"
+    context: MobilityContext
 
 
 MODELS: Registry[type[Model]] = Registry("model", packages=("stgraph.models",))

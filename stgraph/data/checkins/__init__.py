@@ -1,0 +1,1 @@
+"""Check-in data: adapters into `EventLog`, filters and sessions (`Sessions`)."""

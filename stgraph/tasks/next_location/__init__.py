@@ -1,0 +1,1 @@
+"""Next-location prediction from check-in sequences (task ``next-location``)."""
