@@ -30,6 +30,7 @@ from stgraph.config import (
 from stgraph.data.config import DataConfig
 from stgraph.errors import InputError
 from stgraph.models.base import MODELS, build_model, count_parameters, resolve_model_config
+from stgraph.runtime import configure_threads
 from stgraph.tasks.base import TASKS, Task
 from stgraph.training import distributed
 from stgraph.training.config import TrainConfig
@@ -158,8 +159,7 @@ def fit(
     from stgraph.tracking.store import runs_dir
     from stgraph.tracking.tracker import NullTracker, Tracker
 
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    configure_threads(config.train.threads)
     dist = distributed.from_environment()
     trainer = None
     try:

@@ -22,9 +22,13 @@ from stgraph.cli.commands import COMMANDS
 from stgraph.cli.output import json_safe, print_summary
 from stgraph.cli.parser import build_parser
 from stgraph.errors import StgraphError
+from stgraph.runtime import configure_threads
 
 __all__ = ["build_parser", "console", "main"]
 
+# Commands that compute outside a fit (which sizes its threads from train.threads); `forecast`
+# sizes its own once torch is loaded, so as not to delay its start-up.
+_COMPUTING = frozenset({"evaluate", "job"})
 # Commands a scheduler runs every tick, which own no state that needs an orderly interpreter exit
 # once they have returned: their output is written atomically and their run is recorded.
 _NO_TEARDOWN = frozenset({"forecast"})
@@ -56,6 +60,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         warnings.filterwarnings("ignore", module="mlflow")
     try:
+        if args.command in _COMPUTING:
+            configure_threads()
         result = COMMANDS[args.command](args)
     except StgraphError as exc:
         if debug:

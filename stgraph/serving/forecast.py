@@ -34,6 +34,9 @@ def forecast_command(
         output_format(path)  # a bad extension fails before any work
         with output_lock(path):  # held from here on, so that two calls never duplicate work
             import stgraph.serving.bundle  # noqa: F401  (torch, while the child pins the URI)
+            from stgraph.runtime import configure_threads
+
+            configure_threads()
 
             model = load_pinned(bookkeeper.pinned())
             data = model.predictor.read_input(input_file, dataset, data_dir)

@@ -32,10 +32,22 @@ class TrainConfig:
     )
     min_delta: float = option(0.0, "smallest decrease of the monitored metric that counts")
     micro_batch_size: int | None = option(
-        None, "split each batch into micro-batches of this size (same gradient, less memory)"
+        None,
+        "split each batch into micro-batches of this size (same gradient, less memory); "
+        "default: the largest that fits train.memory_budget",
+    )
+    memory_budget: str = option(
+        "auto",
+        "activation memory a micro-batch may take: a size (512MB, 2GiB), auto (CPU: a quarter "
+        "of the available memory, at most 2 GiB; GPU: half the free memory) or none (whole "
+        "batches)",
     )
     seed: int = option(0, "seed of weights, shuffling and dropout")
-    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
+    threads: int | None = option(
+        None,
+        "CPU threads for torch (default: the CPUs this process may use, shared among torchrun "
+        "ranks; OMP_NUM_THREADS overrides the default)",
+    )
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     amp: str = option("none", "mixed precision on CUDA: none | bf16 | fp16")
     limit_batches: int | None = option(

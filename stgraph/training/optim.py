@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from stgraph.errors import InputError
+from stgraph.training.config import TrainConfig
+from stgraph.training.warmup import LinearWarmup
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 SCHEDULERS = {
@@ -83,3 +85,39 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"train.device is '{name}' but CUDA is not available on this machine.")
     return device
+
+
+def check_config(config: TrainConfig) -> None:
+    """Reject optimisation settings that cannot work, before any data is read."""
+    if config.warmup_steps < 0:
+        raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")
+    if config.optimizer not in OPTIMIZERS:
+        raise InputError(
+            f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'."
+        )
+    if config.scheduler != "none" and config.scheduler not in SCHEDULERS:
+        raise InputError(
+            f"train.scheduler must be none or one of {sorted(SCHEDULERS)}, "
+            f"got '{config.scheduler}'."
+        )
+
+
+def build_optimization(
+    model: torch.nn.Module, config: TrainConfig, maximize: bool
+) -> tuple[torch.optim.Optimizer, Any, LinearWarmup | None]:
+    """The optimiser, its epoch scheduler (None: constant) and its per-step warm-up (None: off).
+    ``maximize``: the monitored metric is maximised (a plateau scheduler follows it)."""
+    optimizer = OPTIMIZERS[config.optimizer](
+        parameter_groups(model, config.lr, config.lr_scales),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = None
+    if config.scheduler != "none":
+        params = dict(config.scheduler_params)
+        if config.scheduler == "plateau":
+            params.setdefault("mode", "max" if maximize else "min")
+        scheduler = build_scheduler(config.scheduler, optimizer, params)
+    # 0 and 1 warm-up steps: every step at the scheduled rate
+    warmup = LinearWarmup(optimizer, config.warmup_steps) if config.warmup_steps > 1 else None
+    return optimizer, scheduler, warmup

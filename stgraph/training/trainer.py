@@ -28,15 +28,9 @@ from stgraph.tasks.base import Batch, Task
 from stgraph.training import distributed
 from stgraph.training.checkpoint import load_checkpoint, save_checkpoint
 from stgraph.training.config import TrainConfig
-from stgraph.training.optim import (
-    OPTIMIZERS,
-    SCHEDULERS,
-    build_scheduler,
-    parameter_groups,
-    resolve_device,
-)
+from stgraph.training.memory import fitting_micro_batch, parse_budget
+from stgraph.training.optim import build_optimization, check_config, resolve_device
 from stgraph.training.progress import progress
-from stgraph.training.warmup import LinearWarmup
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -47,6 +41,7 @@ class FitResult:
     epochs_run: int
     seconds_per_epoch: float
     history: list[dict[str, float]] = field(default_factory=list)
+    micro_batch_size: int | None = None  # None: whole batches
 
 
 class Trainer:
@@ -79,19 +74,11 @@ class Trainer:
                 f"The training split has {task.num_samples('train')} {task.sample_noun}, fewer "
                 f"than one batch of {config.batch_size}. Lower --batch-size or use more data."
             )
-        if config.warmup_steps < 0:
-            raise InputError(f"train.warmup_steps must be 0 or more, got {config.warmup_steps}.")
-        if config.optimizer not in OPTIMIZERS:
-            raise InputError(
-                f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got '{config.optimizer}'."
-            )
-        if config.scheduler != "none" and config.scheduler not in SCHEDULERS:
-            raise InputError(
-                f"train.scheduler must be none or one of {sorted(SCHEDULERS)}, "
-                f"got '{config.scheduler}'."
-            )
+        check_config(config)
+        self.budget = parse_budget(config.memory_budget)
         self.task = task
         self.config = config
+        self.micro_batch_size = config.micro_batch_size
         self.run_dir = Path(run_dir)
         self.dist = dist
         self.on_epoch = on_epoch if dist.is_main else None
@@ -107,22 +94,9 @@ class Trainer:
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
         self.monitor = config.monitor or task.monitor
         self.maximize = task.goal(self.monitor) == "max"
-        self.optimizer = None
-        self.scheduler = None
-        self.warmup = None  # per optimizer step, on top of the epoch scheduler
-        if model.trainable:
-            self.optimizer = OPTIMIZERS[config.optimizer](
-                parameter_groups(model, config.lr, config.lr_scales),
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-            )
-            if config.scheduler != "none":
-                params = dict(config.scheduler_params)
-                if config.scheduler == "plateau":  # follows the monitored metric's direction
-                    params.setdefault("mode", "max" if self.maximize else "min")
-                self.scheduler = build_scheduler(config.scheduler, self.optimizer, params)
-            if config.warmup_steps > 1:  # 0 and 1: every step at the scheduled rate
-                self.warmup = LinearWarmup(self.optimizer, config.warmup_steps)
+        self.optimizer, self.scheduler, self.warmup = (
+            build_optimization(model, config, self.maximize) if model.trainable else (None,) * 3
+        )
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype() == torch.float16)
 
     # ------------------------------------------------------------------ public
@@ -141,6 +115,8 @@ class Trainer:
                 history=[{f"val_{k}": v for k, v in metrics.items()}],
             )
 
+        if self.micro_batch_size is None:
+            self.micro_batch_size = self._fitting_micro_batch()
         state = self._initial_state(resume)
         epoch_seconds: list[float] = state["epoch_seconds"]
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -180,7 +156,13 @@ class Trainer:
                 break
         self.model.load_state_dict(state["best_state"])
         mean_seconds = sum(epoch_seconds) / max(len(epoch_seconds), 1)
-        return FitResult(state["best_epoch"], state["epoch"], mean_seconds, state["history"])
+        return FitResult(
+            state["best_epoch"],
+            state["epoch"],
+            mean_seconds,
+            state["history"],
+            self.micro_batch_size,
+        )
 
     def close(self) -> None:
         """Drop the DDP wrapper while the process group is still alive.
@@ -348,7 +330,7 @@ class Trainer:
         (over every DDP rank), so the gradients add up to those of one full-batch loss exactly,
         however the batch is cut and however many processes share it.
         """
-        size = self.config.micro_batch_size
+        size = self.micro_batch_size
         parts = batch.split(size) if size and size < len(batch) else [batch]
         total = torch.zeros((), device=self.device)
         normalizer = None
@@ -372,6 +354,30 @@ class Trainer:
                 self._scaler.scale(loss).backward()
             total = total + loss.detach()
         return total
+
+    def _fitting_micro_batch(self) -> int | None:
+        """The largest micro-batch within ``train.memory_budget`` (see `stgraph.training.memory`);
+        None for whole batches. A model with batch normalisation keeps whole batches: its
+        statistics, unlike its gradients, would change with the cut."""
+        batch_norm = torch.nn.modules.batchnorm._BatchNorm
+        if self.budget is None or any(isinstance(m, batch_norm) for m in self.model.modules()):
+            return None
+        batch = next(iter(self.task.batches("train", self.config.batch_size, limit=1)))
+        self.model.train()
+
+        def step(part: Batch) -> torch.Tensor:
+            with self._autocast():
+                output = self.model(part.inputs)
+            return self.task.loss(_as_float(output), part).total
+
+        size, per_sample = fitting_micro_batch(
+            batch.to(self.device), step, self.model, self.device, self.budget
+        )
+        self._log(
+            f"micro-batches of {size} {self.task.sample_noun} (about {per_sample / 1e6:.1f} MB "
+            f"each within train.memory_budget)"
+        )
+        return size if size < len(batch) else None
 
     def _normalizer(self, weight: torch.Tensor) -> torch.Tensor:
         """The whole batch's loss weight, added over the ranks and divided by their number
