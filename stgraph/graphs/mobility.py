@@ -23,8 +23,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from stgraph.errors import InputError
-from stgraph.graphs.builders import EARTH_RADIUS_KM
 from stgraph.graphs.graph import Graph
+
+# The mean Earth radius of `stgraph.graphs.builders`, not imported from there: that module pulls
+# in torch_geometric and pandas, which these builders never need.
+EARTH_RADIUS_KM = 6371.0088
 
 
 def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -36,7 +36,9 @@ Deviations of ``hgarn`` (clean) from the official code:
   neighbours keeps its own features. The official dense GAT has no self loops and gives a node
   without neighbours a uniform softmax over all nodes (the mean of every node's features).
 - ``GATConv`` adds a bias after aggregation (the official heads have none).
-- A location's category is the most frequent in training (officially the first seen).
+- A location's category is the most frequent among its training check-ins (officially the first
+  category seen for the POI in the whole file, test check-ins included); a location never
+  checked in during training has no category link.
 - Ids start at 0 with no padding row (officially 1, with 0 for padding); hour slots 0-11 from
   local hours and weekday 0-6.
 
@@ -151,8 +153,9 @@ class GATBlock(nn.Module):
         self.out = nn.Linear(heads * hidden, out_dim)
         self.register_buffer("edge_index", edge_index.long(), persistent=False)
         isolated = None
-        if config.isolated_uniform and not config.self_loops:
+        if config.isolated_uniform and not config.self_loops:  # with self loops none is
             isolated = torch.bincount(edge_index[1], minlength=num_nodes) == 0
+        self.any_isolated = isolated is not None and bool(isolated.any())
         self.register_buffer("isolated", isolated, persistent=False)
         if self.frozen:
             self._official_init(in_dim, hidden)
@@ -177,7 +180,7 @@ class GATBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.dropout(x, self.dropout, self.training)
         h = self.conv(x, self.edge_index)
-        if self.isolated is not None and bool(self.isolated.any()):
+        if self.any_isolated:
             # The dense GAT's softmax over no neighbour is uniform over all nodes: their mean.
             mean = self.conv.lin(x).mean(0)
             if self.conv.bias is not None:

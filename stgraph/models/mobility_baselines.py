@@ -134,7 +134,9 @@ class Markov(NextLocationModel):
     same location counts. The score is ``P(b | last) + 1e-6 f_b`` with ``f`` the `MostFrequent`
     score rescaled into ``[0, 1)`` (it orders the locations the chain never reaches); where the
     last location has no outgoing transition in training the score is the `MostFrequent` score.
-    Categories alike, from the category of each check-in.
+    (Two probabilities of one row differ by at least one over its count, so the tie-breaker never
+    reorders them below a million transitions out of one location.) Categories alike, from the
+    category of each check-in.
     """
 
     config_class = CountBaselineConfig

@@ -19,6 +19,12 @@ def edges(graph: Graph) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in graph.edge_index.T.tolist()}
 
 
+def test_earth_radius_is_the_one_of_the_other_builders():
+    from stgraph.graphs import builders, mobility
+
+    assert mobility.EARTH_RADIUS_KM == builders.EARTH_RADIUS_KM
+
+
 def test_haversine_known_distance():
     # One degree of latitude on the 6371.0088 km sphere.
     d = haversine_km(np.array([0.0, 10.0]), np.array([1.0, 10.0]))

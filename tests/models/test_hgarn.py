@@ -242,6 +242,16 @@ def test_faithful_heads_are_frozen_buffers_and_stay_in_training_mode():
     torch.testing.assert_close(scores(clean, inputs, seed=1), scores(clean, inputs, seed=2))
 
 
+def test_faithful_checkpoint_restores_the_frozen_heads():
+    model = build("hgarn-faithful").eval()
+    torch.manual_seed(5)  # another init
+    fresh = build_model("hgarn-faithful", SMALL, make_context()).eval()
+    inputs = make_inputs(ROWS, QUERIES)
+    assert not torch.allclose(scores(fresh, inputs), scores(model, inputs))
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(scores(fresh, inputs), scores(model, inputs))
+
+
 def test_faithful_config_derives_from_the_clean_one():
     assert issubclass(HGARNFaithfulConfig, HGARNConfig)
     assert {f.name for f in dataclasses.fields(HGARNFaithfulConfig)} == {
