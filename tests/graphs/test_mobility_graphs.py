@@ -131,3 +131,13 @@ def test_cooccurrence_graph_rejects_bad_input():
         cooccurrence_graph(np.array([0]), np.array([0]), np.array([1]), 2, threshold="median")
     with pytest.raises(InputError, match="differ in length"):
         cooccurrence_graph(np.array([0, 1]), np.array([0]), np.array([1]), 2)
+
+
+def test_radius_graph_on_real_nyc_pois_matches_brute_force(shared_data):
+    poi = np.load(shared_data / "mobility" / "foursquare-nyc-stan" / "NYC_POI.npy")
+    coords = poi[np.argsort(poi[:, 0]), 1:][:1500]
+    graph = radius_graph(coords, radius_km=0.1)
+    dist = haversine_km(coords[:, None], coords[None, :])
+    want = {(int(a), int(b)) for a, b in np.argwhere((dist > 0.001) & (dist < 0.1))}
+    assert edges(graph) == want
+    assert len(want) > 100  # dense Manhattan venues: many pairs within 100 m

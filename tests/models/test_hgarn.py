@@ -314,3 +314,29 @@ def test_a_few_steps_reduce_the_loss(name):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_configs_resolve_from_strings_and_reject_unknown_keys():
+    from stgraph.models.base import resolve_model_config
+
+    config = resolve_model_config("hgarn-faithful", {"hidden": "64", "frozen_heads": "false"})
+    assert config.hidden == 64 and config.frozen_heads is False and config.self_loops is False
+    with pytest.raises(InputError, match="res_factr"):
+        resolve_model_config("hgarn", {"res_factr": 0.2})
+
+
+def test_padded_and_packed_row_encodings_agree_before_each_rows_end():
+    from stgraph.nn.sequence import encode_rows
+
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(3, 5, batch_first=True)
+    x = torch.randn(3, 6, 3)
+    lengths = torch.tensor([6, 2, 4])
+    valid = torch.arange(6) < lengths[:, None]
+    padded, packed = encode_rows(rnn, x, lengths), encode_rows(rnn, x, lengths, packed=True)
+    torch.testing.assert_close(padded[valid], packed[valid])
+    assert bool((packed[~valid] == 0).all())
+    # Row 1 alone, cut at its length: the same states.
+    torch.testing.assert_close(rnn(x[1:2, :2])[0][0], padded[1, :2])
+    with pytest.raises(ValueError, match="unidirectional"):
+        encode_rows(torch.nn.GRU(3, 5, batch_first=True, bidirectional=True), x, lengths)
