@@ -41,6 +41,8 @@ Deviations of ``hgarn`` (clean) from the official code:
   checked in during training has no category link.
 - Ids start at 0 with no padding row (officially 1, with 0 for padding); hour slots 0-11 from
   local hours and weekday 0-6.
+- Each user's row is read once and every sample of it takes the state at its query position
+  (officially one padded sequence per sample); the states are the same.
 
 Handled by the task's faithful options, not here: the UTC clock of the official code, its
 bootstrap batches (independent ``np.random.choice`` per batch), the loss divisor (samples with an
@@ -278,14 +280,14 @@ class HGARN(NextLocationModel):
 
     def forward(self, inputs: NextLocationInputs) -> NextLocationOutput:
         c = self.config
-        steps_t = inputs.location.shape[1]
-        context = [
-            self.user(inputs.user)[:, None].expand(-1, steps_t, -1),
+        width = inputs.location.shape[1]
+        shared = [  # the features both streams read
+            self.user(inputs.user)[:, None].expand(-1, width, -1),
             self.hour((inputs.hour // 2).clamp(0, HOUR_SLOTS - 1)),
             self.weekday(inputs.weekday),
         ]
         f_l, f_c = self.graph_features()
-        location_steps = list(context)
+        location_steps = list(shared)
         if f_c is not None:
             fc_steps = f_c[inputs.category]
             location_steps.append(fc_steps)
@@ -299,7 +301,7 @@ class HGARN(NextLocationModel):
         )
         if f_c is None:
             return NextLocationOutput(self.location_head(h_loc))
-        z = torch.cat([*context, self.category(inputs.category), fc_steps], dim=-1)
+        z = torch.cat([*shared, self.category(inputs.category), fc_steps], dim=-1)
         z = F.dropout(z, c.dropout, self.training)
         states = encode_rows(self.category_rnn, z, inputs.lengths)
         h_cat = F.dropout(
@@ -315,12 +317,15 @@ class HGARN(NextLocationModel):
 
 @MODELS.register("hgarn-faithful")
 class HGARNFaithful(HGARN):
-    """HGARN as the official code behaves (Tang et al., IEEE T-ITS 2024; YihongT/HGARN
-    ``70bd14e``): the GAT heads' ``W`` and ``a`` keep pyGAT's init (Xavier uniform, gain 1.414)
-    and are never trained, and their attention dropout stays on at eval (the official heads are
-    not registered submodules); no self loops, no bias in the heads, and a node without
-    neighbours takes the mean of all nodes' head features (the dense GAT's uniform softmax; the
-    attention dropout on such a uniform row is not reproduced: its expectation is used).
+    """HGARN as its official code behaves (Tang et al., IEEE T-ITS 2024; YihongT/HGARN
+    ``70bd14e``): frozen GAT heads with attention dropout at eval, no self loops, and the dense
+    GAT's uniform softmax for nodes without neighbours.
+
+    The official heads are not registered submodules: their ``W`` and ``a`` keep pyGAT's init
+    (Xavier uniform, gain 1.414), are never trained and never leave training mode. The heads
+    have no bias. A node without neighbours takes the mean of all nodes' head features (the
+    uniform softmax; the attention dropout on such a row is not reproduced: its expectation is
+    used).
 
     Unlike the official code, the frozen heads are saved in the state dict (as buffers), so a
     checkpoint reloads the same model. Data, clock, batching and loss quirks belong to the

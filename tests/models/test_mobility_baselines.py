@@ -3,9 +3,13 @@ are tested with HGARN's (tests/models/test_hgarn.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
+from stgraph.data.checkins.sessions import CheckinTrainView
 from stgraph.models import build_model
 from tests.models.test_hgarn import L, make_context, make_inputs, train_view
 
@@ -53,3 +57,18 @@ def test_markov_reloads_its_fitted_tables_into_a_fresh_model():
     inputs = make_inputs([[0, 1, 2]], [(0, 1), (0, 2)])
     torch.testing.assert_close(fresh(inputs).location, model(inputs).location)
     assert not fresh.trainable and sum(p.numel() for p in fresh.parameters()) == 0
+
+
+@pytest.mark.parametrize("name", ["most-frequent", "markov", "gru"])
+def test_baselines_without_categories_answer_locations_only(name):
+    context = make_context(categories=False)
+    model = build_model(name, {"hidden": 8} if name == "gru" else {}, context).eval()
+    view = train_view()
+    model.fit_train(
+        CheckinTrainView(
+            dataclasses.replace(view.log, category=None, categories=np.array([], dtype=object))
+        )
+    )
+    inputs = make_inputs([[0, 1, 2, 0]], [(0, 1), (0, 3)])
+    out = model(dataclasses.replace(inputs, category=torch.zeros_like(inputs.category)))
+    assert out.category is None and out.location.shape == (2, L)
