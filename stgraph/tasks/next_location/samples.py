@@ -224,12 +224,12 @@ def num_bootstrap(samples: int, batch_size: int, world_size: int) -> int:
 
 def balanced_cuts(counts: np.ndarray, groups: int) -> np.ndarray:
     """``groups + 1`` boundaries that cut a sequence of users (with ``counts`` samples each) into
-    ``groups`` non-empty runs of about equal sample counts: a user joins the group its first
+    ``groups`` non-empty runs of about equal sample counts: a user joins the group its middle
     sample falls in, and boundaries are pushed apart where one user spans a whole group."""
     users = len(counts)
-    before = np.cumsum(counts) - counts
+    middle = np.cumsum(counts) - counts / 2
     j = np.arange(groups)
-    raw = np.searchsorted(before, j * (counts.sum() / groups), side="left")
+    raw = np.searchsorted(middle, j * (counts.sum() / groups), side="left")
     cuts = j + np.maximum.accumulate(raw - j)
     cuts = np.minimum(cuts, users - groups + j)
     return np.append(cuts, users)
