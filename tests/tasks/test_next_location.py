@@ -261,7 +261,9 @@ def test_ranks_get_disjoint_equal_shares_of_every_sample(world_size):
         [k for b in task.batches("val", 4, True, 0, 5, rank, world_size) for k in _sample_keys(b)]
         for rank in range(world_size)
     ]
-    counts = {len(list(task.batches("val", 4, True, 0, 5, r, world_size))) for r in range(world_size)}
+    counts = {
+        len(list(task.batches("val", 4, True, 0, 5, r, world_size))) for r in range(world_size)
+    }
     assert counts == {task.num_batches("val", 4, world_size)}
     keys = [k for share in shares for k in share]
     assert len(keys) == len(set(keys)) == task.num_samples("val")

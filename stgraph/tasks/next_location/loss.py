@@ -39,7 +39,8 @@ def history_counts(
 
 
 def longest_samples(inputs: NextLocationInputs) -> torch.Tensor:
-    """``[S]`` True for the samples with the longest input history in the batch."""
+    """``[S]`` True for the samples with the longest input history in the batch (in the batch
+    the loss sees: with micro-batches, in each micro-batch)."""
     return inputs.query_pos == inputs.query_pos.max()
 
 

@@ -83,10 +83,13 @@ class NextLocationPredictor(Predictor):
             from stgraph.data.checkins import open_checkins
 
             log = open_checkins(dataset, data_dir)
+            time = log.time
+            if self.clock == "utc" and log.utc_offset_minutes is not None:
+                time = time - log.utc_offset_minutes.astype("timedelta64[m]")
             frame = pd.DataFrame(
                 {
                     "user": np.asarray(log.users, dtype=object)[log.user],
-                    "timestamp": log.time,
+                    "timestamp": time,
                     "location": np.asarray(log.locations, dtype=object)[log.location],
                 }
             )
