@@ -429,3 +429,54 @@ def test_config_rejects_bad_values():
         NextLocationConfig(target_weight=1.5)
     with pytest.raises(InputError, match="slot_hours"):
         NextLocationConfig(slot_hours=5)
+
+
+# ---------------------------------------------------------------------- with the trainer
+def cyclic_task(users: int = 16) -> NextLocationTask:
+    """Each user walks the 6 locations in a cycle from their own start: learnable exactly."""
+    bounds, session_user, split, user, location = [0], [], [], [], []
+    for u in range(users):
+        for s in range(6):
+            for step in range(3):
+                user.append(u)
+                location.append((u + 3 * s + step) % 6)
+            bounds.append(len(user))
+            session_user.append(u)
+            split.append(H if s == 0 else X if s == 5 else V if s == 4 else T)
+    log = EventLog(
+        user=np.array(user),
+        time=np.datetime64("2024-01-01", "s") + np.arange(len(user)) * np.timedelta64(1, "h"),
+        location=np.array(location),
+        users=np.array([f"u{u}" for u in range(users)], dtype=object),
+        locations=np.array(list("abcdef"), dtype=object),
+    )
+    sessions = Sessions(log, np.array(bounds), np.array(session_user), np.array(split, np.int8))
+    return NextLocationTask(sessions, NextLocationConfig(ks=[1, 5]), graphs={})
+
+
+def test_the_trainer_fits_a_next_location_model_in_micro_batches(tmp_path):
+    from stgraph.models.base import NextLocationModel
+    from stgraph.training.config import TrainConfig
+    from stgraph.training.trainer import Trainer
+
+    class TinyModel(NextLocationModel):
+        def __init__(self, context):
+            super().__init__(None, context)
+            self.net = Tiny(context.num_users, context.num_locations, 1)
+
+        def forward(self, inputs):
+            return NextLocationOutput(self.net(inputs).location, None)
+
+    task = cyclic_task()
+    torch.manual_seed(0)
+    model = TinyModel(task.context)
+    config = TrainConfig(epochs=15, batch_size=8, micro_batch_size=2, lr=0.05, device="cpu")
+    trainer = Trainer(task, model, config, tmp_path, quiet=True)
+    before = trainer.evaluate("val")["acc@1"]
+    result = trainer.fit()
+    assert set(result.history[0]) >= {"val_mrr", "val_recurring/acc@1", "train_loss"}
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    metrics, predictions = trainer.predict_split("test")
+    assert metrics.compute()["acc@1"] > 0.8 > before
+    report = task.report("test", metrics, predictions, "tiny")
+    assert len(report.tables["predictions/test_predictions.parquet"]) == 16 * 6
