@@ -16,6 +16,10 @@ Without ties both give the usual metrics. Per sample, with rank ``r`` (a single 
 ``rr = 1 / r``; ``acc@k``, ``ndcg@k`` and ``mrr`` are their means over the observed samples of
 the split, as fractions in [0, 1]. Scores compare exactly (no tolerance); a NaN score counts as
 ``-inf``, the worst.
+
+A caller that cannot keep a split's ``[B, L]`` scores may keep `rank_counts` per sample and add
+them with `RankingMetrics.update_ranks`, which also takes samples whose target is not among the
+candidates (``missed``: counted, every metric 0).
 """
 
 from __future__ import annotations
