@@ -44,26 +44,37 @@ def build_graphs(view: CheckinTrainView, config: NextLocationConfig) -> dict[str
     """The graphs of `MobilityContext` from the training check-ins only: ``location`` (within
     ``radius_km``; needs coordinates), ``location_category`` and ``category`` (co-occurrence
     in ``slot_hours`` slots; both need categories)."""
+    return mobility_graphs(view, config)[0]
+
+
+def mobility_graphs(
+    view: CheckinTrainView, config: NextLocationConfig
+) -> tuple[dict[str, Graph], torch.Tensor | None]:
+    """`build_graphs` and each location's category as the membership builder assigns it
+    (None without categories)."""
     from stgraph.graphs.mobility import cooccurrence_graph, membership_graph, radius_graph
 
     log = view.log
     graphs: dict[str, Graph] = {}
+    location_category = None
     if log.coords is not None:
         graphs["location"] = radius_graph(log.coords, config.radius_km)
     if log.category is not None and log.num_categories > 0:
-        graphs["location_category"], _ = membership_graph(
+        graphs["location_category"], location_category = membership_graph(
             log.location, log.category, log.num_locations, log.num_categories
         )
+        location_category = torch.as_tensor(location_category, dtype=torch.long)
         hour = time_features(log.time, log.user)[0]
         graphs["category"] = cooccurrence_graph(
             log.user, log.category, hour, log.num_categories, config.slot_hours
         )
-    return graphs
+    return graphs, location_category
 
 
 def location_categories(graphs: dict[str, Graph], num_locations: int) -> torch.Tensor | None:
-    """``[L]`` each location's category read off the membership graph (edges location ->
-    ``L + category``), -1 where a location has none; None without the graph."""
+    """``[L]`` each location's category read off a given membership graph (edges location ->
+    ``L + category``; the last where a location has several), -1 where a location has none;
+    None without the graph."""
     graph = graphs.get("location_category")
     if graph is None:
         return None
@@ -106,7 +117,11 @@ class NextLocationTask(Task):
         seen = np.zeros(log.num_locations, dtype=bool)
         seen[self.train_view.log.location] = True
         self.index = SampleIndex(sessions, seen)
-        graphs = build_graphs(self.train_view, config) if graphs is None else dict(graphs)
+        if graphs is None:
+            graphs, location_category = mobility_graphs(self.train_view, config)
+        else:
+            graphs = dict(graphs)
+            location_category = location_categories(graphs, log.num_locations)
         self.num_categories = log.num_categories if log.category is not None else 0
         self.context = MobilityContext(
             num_users=log.num_users,
@@ -114,7 +129,7 @@ class NextLocationTask(Task):
             num_categories=self.num_categories,
             location_graphs=graphs,
             coords=None if log.coords is None else torch.from_numpy(log.coords).float(),
-            location_category=location_categories(graphs, log.num_locations),
+            location_category=location_category,
         )
 
     @classmethod
