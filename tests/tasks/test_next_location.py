@@ -429,6 +429,9 @@ def test_config_rejects_bad_values():
         NextLocationConfig(target_weight=1.5)
     with pytest.raises(InputError, match="slot_hours"):
         NextLocationConfig(slot_hours=5)
+    with pytest.raises(InputError, match="monitor must be one of .*recurring/acc@5"):
+        NextLocationConfig(monitor="acc@3", ks=[1, 5])
+    assert NextLocationConfig(monitor="explorative/ndcg@10").monitor == "explorative/ndcg@10"
 
 
 # ---------------------------------------------------------------------- with the trainer

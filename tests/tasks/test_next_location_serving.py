@@ -103,6 +103,8 @@ def test_build_names_an_unknown_checkin_setting(stubs):
     with pytest.raises(InputError, match="task.params.checkins.min_user_record"):
         NextLocationTask.build(DataConfig(dataset="toy"), config)
     assert "open" not in stubs  # before any data is read
+    with pytest.raises(InputError, match="data.split does not apply .* task.params.checkins"):
+        NextLocationTask.build(DataConfig(dataset="toy", split={"ratios": [0.8, 0.2]}), config)
 
 
 # ---------------------------------------------------------------------- report

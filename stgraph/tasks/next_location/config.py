@@ -7,6 +7,7 @@ from typing import Any
 
 from stgraph.config import from_dict, option
 from stgraph.errors import InputError
+from stgraph.tasks.next_location.scoring import NextLocationMetrics
 
 BATCHINGS = ("packed", "bootstrap")
 
@@ -66,6 +67,12 @@ class NextLocationConfig:
             raise InputError(f"task.params.ks must be distinct positive integers, got {self.ks}.")
         if self.top_k < 1:
             raise InputError(f"task.params.top_k must be positive, got {self.top_k}.")
+        names = NextLocationMetrics(tuple(self.ks), 1, 1).compute()
+        if self.monitor not in names:
+            raise InputError(
+                f"task.params.monitor must be one of the task's metrics, got {self.monitor!r}: "
+                f"{', '.join(names)}."
+            )
 
     def checkin_config(self) -> Any:
         """``checkins`` as a `CheckinConfig` (an unknown key is an `InputError`)."""

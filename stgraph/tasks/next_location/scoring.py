@@ -47,14 +47,14 @@ class NextLocationPrediction(Tensors):
 def make_prediction(output: NextLocationOutput, batch: NextLocationBatch, top_k: int):
     """The `NextLocationPrediction` of ``output`` (computed where the output is)."""
     inputs, targets = batch.inputs, batch.targets
-    scores = output.location
+    scores = output.location.float()  # a half-precision output (AMP) ranks in float32
     higher, tied = rank_counts(scores, targets.location.clamp_min(0))
     missed = targets.location < 0
     higher, tied = higher.masked_fill(missed, 0), tied.masked_fill(missed, 0)
-    top_score, top_location = scores.float().topk(min(top_k, scores.shape[1]), dim=1)
+    top_score, top_location = scores.topk(min(top_k, scores.shape[1]), dim=1)
     category_higher = category_tied = None
     if output.category is not None and bool((targets.category >= 0).all()):
-        category_higher, category_tied = rank_counts(output.category, targets.category)
+        category_higher, category_tied = rank_counts(output.category.float(), targets.category)
     return NextLocationPrediction(
         higher=higher,
         tied=tied,

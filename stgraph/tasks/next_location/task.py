@@ -17,6 +17,7 @@ import torch
 
 from stgraph.data.checkins.sessions import CheckinTrainView, Sessions
 from stgraph.data.config import DataConfig
+from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.tasks.base import TASKS, Goal, Loss, Report, Task
 from stgraph.tasks.next_location.batch import (
@@ -137,6 +138,12 @@ class NextLocationTask(Task):
         """Read the check-ins, filter them and cut them into sessions (``config.checkins``)."""
         from stgraph.data.checkins import make_sessions, open_checkins
 
+        for key, where in (("split", "task.params.checkins"), ("graph", "task.params")):
+            if getattr(data, key):  # the forecast task's sections: silently ignored otherwise
+                raise InputError(
+                    f"data.{key} does not apply to the next-location task; its settings are "
+                    f"under {where}."
+                )
         checkins = config.checkin_config()  # unknown keys fail before any data is read
         log = open_checkins(data.dataset, data.data_dir, data.download)
         return cls(make_sessions(log, checkins), config)
