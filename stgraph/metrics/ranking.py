@@ -16,6 +16,10 @@ Without ties both give the usual metrics. Per sample, with rank ``r`` (a single 
 ``rr = 1 / r``; ``acc@k``, ``ndcg@k`` and ``mrr`` are their means over the observed samples of
 the split, as fractions in [0, 1]. Scores compare exactly (no tolerance); a NaN score counts as
 ``-inf``, the worst.
+
+A caller that cannot keep a split's ``[B, L]`` scores may keep `rank_counts` per sample and add
+them with `RankingMetrics.update_ranks`, which also takes samples whose target is not among the
+candidates (``missed``: counted, every metric 0).
 """
 
 from __future__ import annotations
@@ -62,42 +66,61 @@ class RankingMetrics:
             )
         keep = torch.ones_like(target, dtype=torch.bool) if mask is None else mask.to(torch.bool)
         scores, target = scores[keep], target[keep].long()
-        if target.numel() == 0:
-            return
         n_locations = scores.shape[1]
         if bool(((target < 0) | (target >= n_locations)).any()):
             raise ValueError(f"target indices must lie in [0, {n_locations}).")
-        if scores.is_floating_point():  # compared in their own dtype: ties are exact there
-            scores = scores.nan_to_num(nan=-math.inf)
-        target_score = scores.gather(1, target[:, None])
-        higher = (scores > target_score).sum(1)
-        tied = (scores == target_score).sum(1) - 1  # other locations, not the target itself
+        higher, tied = rank_counts(scores, target)
+        self.update_ranks(higher, tied, n_locations)
+
+    @torch.no_grad()
+    def update_ranks(
+        self,
+        higher: torch.Tensor,
+        tied: torch.Tensor,
+        num_candidates: int,
+        mask: torch.Tensor | None = None,
+        missed: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch from `rank_counts` (so that a caller may keep ``[B]`` counts instead of
+        ``[B, L]`` scores): ``higher`` and ``tied`` ``[B]`` out of ``num_candidates``;
+        ``mask [B]`` True for the samples to score (default: all); ``missed [B]`` True for
+        samples whose target cannot be ranked (it is not among the candidates): counted, with
+        every metric 0."""
+        keep = torch.ones_like(higher, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+        higher, tied = higher[keep].long(), tied[keep].long()
+        if higher.numel() == 0:
+            return
+        missed = torch.zeros_like(higher, dtype=torch.bool) if missed is None else missed[keep]
+        higher = higher.masked_fill(missed, 0)
+        tied = tied.masked_fill(missed, 0)
+        hit = (~missed).to(torch.float64)
         if self.ties == "pessimistic":
             higher, tied = higher + tied, torch.zeros_like(tied)
         # With ties the target takes each rank higher+1 .. higher+tied+1 with probability
         # 1/(tied+1), so a metric is a mean of per-rank gains over that range: prefix sums of the
         # gains make it O(1) per sample. Without ties (always, when pessimistic) the gain at the
         # one rank is computed directly, which is exact.
+        device = higher.device
         rank = (higher + 1).to(torch.float64)
         single = tied == 0
-        ranks = torch.arange(1, n_locations + 1, dtype=torch.float64, device=scores.device)
-        zero = torch.zeros(1, dtype=torch.float64, device=scores.device)
+        ranks = torch.arange(1, num_candidates + 1, dtype=torch.float64, device=device)
+        zero = torch.zeros(1, dtype=torch.float64, device=device)
         cum_dcg = torch.cat([zero, (1 / torch.log2(1 + ranks)).cumsum(0)])
         cum_rr = torch.cat([zero, (1 / ranks).cumsum(0)])
         first, last, width = higher, higher + tied + 1, (tied + 1).to(torch.float64)
 
         def mean_gain(cumulative: torch.Tensor, top: torch.Tensor, exact: torch.Tensor):
             spread = (cumulative[top] - cumulative[first]) / width
-            return torch.where(single, exact, spread).sum()
+            return (torch.where(single, exact, spread) * hit).sum()
 
         acc, ndcg = [], []
         for k in self.ks:
             top = last.clamp(max=k).clamp(min=first)  # ranks first+1 .. top are within k
             within = (rank <= k).to(torch.float64)
-            acc.append(((top - first) / width).sum())  # a count over a count: exact
+            acc.append(((top - first) / width * hit).sum())  # a count over a count: exact
             ndcg.append(mean_gain(cum_dcg, top, within / torch.log2(1 + rank)))
         rr = mean_gain(cum_rr, last, 1 / rank)
-        count = torch.tensor(float(target.numel()), dtype=torch.float64, device=scores.device)
+        count = torch.tensor(float(higher.numel()), dtype=torch.float64, device=device)
         self._sums += torch.stack([*acc, *ndcg, rr, count]).cpu()
 
     def state(self) -> torch.Tensor:
@@ -115,3 +138,16 @@ class RankingMetrics:
         results.update({f"ndcg@{k}": means[len(self.ks) + i] for i, k in enumerate(self.ks)})
         results["mrr"] = means[-1]
         return results
+
+
+@torch.no_grad()
+def rank_counts(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``higher [B]``: candidates scored strictly above the target; ``tied [B]``: other
+    candidates scored exactly like it (``scores [B, L]``, ``target [B]`` in ``[0, L)``). A NaN
+    score counts as ``-inf``."""
+    if scores.is_floating_point():  # compared in their own dtype: ties are exact there
+        scores = scores.nan_to_num(nan=-math.inf)
+    target_score = scores.gather(1, target.long()[:, None])
+    higher = (scores > target_score).sum(1)
+    tied = (scores == target_score).sum(1) - 1  # other candidates, not the target itself
+    return higher, tied

@@ -58,8 +58,9 @@ class NextLocationInputs(Tensors):
         trimmed to its longest row."""
         lengths = self.lengths[rows]
         width = int(lengths.max()) if len(rows) else 0
-        renumber = torch.full((self.user.shape[0],), -1, dtype=torch.long)
-        renumber[rows] = torch.arange(len(rows))
+        device = self.user.device
+        renumber = torch.full((self.user.shape[0],), -1, dtype=torch.long, device=device)
+        renumber[rows] = torch.arange(len(rows), device=device)
         per_step = {
             name: getattr(self, name)[rows, :width]
             for name in ("location", "category", "hour", "weekday", "gap_hours")
@@ -109,7 +110,7 @@ class NextLocationBatch(Batch[NextLocationInputs, NextLocationTargets]):
             count += n
         parts = []
         for group in groups:
-            rows = torch.tensor(group, dtype=torch.long)
+            rows = torch.tensor(group, dtype=torch.long, device=inputs.query_row.device)
             samples = torch.nonzero(torch.isin(inputs.query_row, rows)).flatten()
             targets = NextLocationTargets(
                 **{f.name: getattr(self.targets, f.name)[samples]
