@@ -9,6 +9,7 @@ resumed with ``--resume`` finishes with the same result as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import math
@@ -421,6 +422,9 @@ def _as_float(output: Any) -> Any:
     """A model's output in float32 (mixed precision computes in half precision)."""
     if isinstance(output, torch.Tensor):
         return output.float()
+    if dataclasses.is_dataclass(output):  # e.g. location and category scores
+        fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+        return dataclasses.replace(output, **{k: _as_float(v) for k, v in fields.items()})
     return type(output)(_as_float(o) for o in output) if isinstance(output, tuple) else output
 
 
