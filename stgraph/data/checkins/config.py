@@ -43,8 +43,8 @@ class CheckinConfig:
     session: str = option(
         "auto",
         "iso-week: one session per Monday-Sunday week; gap: a new session after gap_hours "
-        "without check-ins; source: the source's own sessions (trajectory ids); auto: source "
-        "where the data has sessions, else iso-week",
+        "without check-ins; source: the source's own sessions (trajectory ids); auto: the "
+        "dataset card's rule, else source where the data has sessions, else iso-week",
     )
     gap_hours: float = option(24.0, "for session=gap: the silence that starts a new session")
     min_session_records: int = option(2, "drop sessions with fewer check-ins")
@@ -73,8 +73,12 @@ class CheckinConfig:
                 raise InputError(
                     f"Check-in config: {key} must be one of {', '.join(choices)}, got {value!r}."
                 )
-        for key in ("min_user_records", "min_location_records", "min_session_records",
-                    "val_sessions"):  # fmt: skip
+        for key in (
+            "min_user_records",
+            "min_location_records",
+            "min_session_records",
+            "val_sessions",
+        ):
             if getattr(self, key) < 0:
                 raise InputError(f"Check-in config: {key} must be >= 0, got {getattr(self, key)}.")
         if self.min_session_records < 2:

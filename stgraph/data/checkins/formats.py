@@ -14,6 +14,7 @@ know which time features and distance radii apply.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,15 +39,28 @@ Reader = Callable[[DatasetCard, Path], EventLog]
 READERS: Registry[Reader] = Registry("check-in format", packages=("stgraph.data.checkins",))
 
 TSMC_COLUMNS = (
-    "userId", "venueId", "venueCategoryId", "venueCategory",
-    "latitude", "longitude", "timezoneOffset", "utcTimestamp",
-)  # fmt: skip
+    "userId",
+    "venueId",
+    "venueCategoryId",
+    "venueCategory",
+    "latitude",
+    "longitude",
+    "timezoneOffset",
+    "utcTimestamp",
+)
 TSMC_TIME = "%a %b %d %H:%M:%S +0000 %Y"  # "Tue Apr 03 18:00:09 +0000 2012"
 STAN_EPOCH = "2000-01-03"  # a Monday; an arbitrary origin for STAN's relative minutes
 TRAJGAN_COLUMNS = ("tid", "label", "lat", "lon", "day", "hour", "category")
 LLMMOB_COLUMNS = (
-    "id", "user_id", "location_id", "latitude", "longitude", "start_day", "start_min", "weekday",
-)  # fmt: skip
+    "id",
+    "user_id",
+    "location_id",
+    "latitude",
+    "longitude",
+    "start_day",
+    "start_min",
+    "weekday",
+)
 
 
 def option_paths(card: DatasetCard, folder: Path, key: str) -> list[Path]:
@@ -70,10 +84,18 @@ def read_tsmc2014(path: str | Path, name: str | None = None) -> EventLog:
     check_file(path, "TSMC2014 check-in file")
     try:
         frame = pd.read_csv(
-            path, sep="\t", header=None, names=list(TSMC_COLUMNS), dtype=str,
-            encoding="latin-1", quoting=csv.QUOTE_NONE, index_col=False,
-            keep_default_na=False, na_values=[], on_bad_lines="error",
-        )  # fmt: skip
+            path,
+            sep="\t",
+            header=None,
+            names=list(TSMC_COLUMNS),
+            dtype=str,
+            encoding="latin-1",
+            quoting=csv.QUOTE_NONE,
+            index_col=False,
+            keep_default_na=False,
+            na_values=[""],
+            on_bad_lines="error",
+        )
     except pd.errors.ParserError as exc:
         raise InputError(
             f"{path}: not a TSMC2014 check-in file (8 tab-separated fields per line): "
@@ -84,14 +106,12 @@ def read_tsmc2014(path: str | Path, name: str | None = None) -> EventLog:
         frame, offset = frame.iloc[1:].reset_index(drop=True), 2
     if frame.empty:
         raise InputError(f"{path}: the TSMC2014 check-in file has no check-ins.")
-    short = frame.isna().any(axis=1).to_numpy()
-    if short.any():
-        fail_at(path, short, frame["userId"], "fewer than 8 tab-separated fields (not the "
-                f"TSMC2014 format: {', '.join(TSMC_COLUMNS)})", offset)  # fmt: skip
-    for column in ("userId", "venueId", "utcTimestamp"):
-        empty = (frame[column].str.strip() == "").to_numpy()
+    # A short line leaves its last field, the timestamp, empty (pandas pads it).
+    for column in ("utcTimestamp", "userId", "venueId"):
+        empty = (frame[column].isna() | (frame[column].str.strip() == "")).to_numpy()
         if empty.any():
-            fail_at(path, empty, frame[column], f"empty {column}", offset)
+            _fail_tsmc_line(path, empty, frame, column, offset)
+    frame = frame.fillna({"venueCategoryId": "", "venueCategory": ""})
     lat = numbers(frame, "latitude", path, offset)
     lon = numbers(frame, "longitude", path, offset)
     check_coords(lat, lon, path, offset)
@@ -102,14 +122,41 @@ def read_tsmc2014(path: str | Path, name: str | None = None) -> EventLog:
     if np.isnat(utc).any():
         problem = "unparseable utcTimestamp (expected like 'Tue Apr 03 18:00:09 +0000 2012')"
         fail_at(path, np.isnat(utc), frame["utcTimestamp"], problem, offset)
-    table = pd.DataFrame({
-        "user": frame["userId"], "location": frame["venueId"],
-        "time": utc + minutes.astype("timedelta64[m]"), "category": frame["venueCategory"],
-        "lat": lat, "lon": lon, "utc_offset": minutes,
-    })  # fmt: skip
-    attrs = {"format": "tsmc2014", "clock": "local", "dates": "real", "coords": "degrees",
-             "files": [path.name]}  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "user": frame["userId"],
+            "location": frame["venueId"],
+            "time": utc + minutes.astype("timedelta64[m]"),
+            "category": frame["venueCategory"],
+            "lat": lat,
+            "lon": lon,
+            "utc_offset": minutes,
+        }
+    )
+    attrs = {
+        "format": "tsmc2014",
+        "clock": "local",
+        "dates": "real",
+        "coords": "degrees",
+        "files": [path.name],
+    }
     return make_log(table, name or path.stem, attrs=attrs)
+
+
+def _fail_tsmc_line(
+    path: Path, bad: np.ndarray, frame: pd.DataFrame, column: str, offset: int
+) -> None:
+    row = int(np.flatnonzero(bad)[0])
+    with open(path, encoding="latin-1") as handle:
+        line = next(itertools.islice(handle, row + offset - 1, None), "").rstrip("\r\n")
+    fields = len(line.split("\t"))
+    if fields < len(TSMC_COLUMNS):
+        shown = line if len(line) <= 80 else line[:77] + "..."
+        raise InputError(
+            f"{path}: line {row + offset} has {fields} tab-separated field(s), not 8: not the "
+            f"TSMC2014 format ({', '.join(TSMC_COLUMNS)}; no header): {shown!r}"
+        )
+    fail_at(path, bad, frame[column].fillna(""), f"empty {column}", offset)
 
 
 @READERS.register("tsmc2014")
@@ -152,20 +199,31 @@ def read_stan(
     check_coords(places[:, 1], places[:, 2], pois, 0, label="row")
     unknown = ~np.isin(rows[:, 1], poi_ids)
     if unknown.any():
-        fail_at(checkins, unknown, rows[:, 1], f"POI id without coordinates in {pois.name}", 0,
-                "row")  # fmt: skip
+        fail_at(
+            checkins, unknown, rows[:, 1], f"POI id without coordinates in {pois.name}", 0, "row"
+        )
     try:
         origin = np.datetime64(pd.Timestamp(epoch).to_datetime64(), "s")
     except ValueError:
         raise InputError(f"STAN epoch {epoch!r} is not a date.") from None
-    table = pd.DataFrame({
-        "user": rows[:, 0], "location": rows[:, 1],
-        "time": origin + rows[:, 2].astype(np.int64).astype("timedelta64[m]"),
-    })  # fmt: skip
-    coords = pd.DataFrame({"lat": places[:, 1], "lon": places[:, 2]},
-                          index=poi_ids.astype(rows.dtype))  # fmt: skip
-    attrs = {"format": "stan-npy", "clock": "relative", "dates": "relative", "coords": "degrees",
-             "epoch": str(origin), "files": [checkins.name, pois.name]}  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "user": rows[:, 0],
+            "location": rows[:, 1],
+            "time": origin + rows[:, 2].astype(np.int64).astype("timedelta64[m]"),
+        }
+    )
+    coords = pd.DataFrame(
+        {"lat": places[:, 1], "lon": places[:, 2]}, index=poi_ids.astype(rows.dtype)
+    )
+    attrs = {
+        "format": "stan-npy",
+        "clock": "relative",
+        "dates": "relative",
+        "coords": "degrees",
+        "epoch": str(origin),
+        "files": [checkins.name, pois.name],
+    }
     return make_log(table, name or checkins.stem, places=coords, attrs=attrs)
 
 
@@ -202,8 +260,11 @@ def read_trajgan(paths: Sequence[str | Path], name: str | None = None) -> EventL
     frames, what = [], "LSTM-TrajGAN check-in file"
     for path in map(Path, paths):
         frame = _read_csv(path, TRAJGAN_COLUMNS, what)
-        ints = {c: numbers(frame, c, path, 2, integer=True)
-                for c in TRAJGAN_COLUMNS if c not in ("lat", "lon")}  # fmt: skip
+        ints = {
+            c: numbers(frame, c, path, 2, integer=True)
+            for c in TRAJGAN_COLUMNS
+            if c not in ("lat", "lon")
+        }
         lat, lon = numbers(frame, "lat", path, 2), numbers(frame, "lon", path, 2)
         check_coords(lat, lon, path, 2)
         _in_range(ints["day"], 0, 6, "day", path)
@@ -218,18 +279,30 @@ def read_trajgan(paths: Sequence[str | Path], name: str | None = None) -> EventL
         )
     users_per_tid = data.groupby("tid")["label"].nunique() > 1
     if users_per_tid.any():
-        raise InputError(f"{paths[0]}: trajectory id {users_per_tid.index[users_per_tid][0]} "
-                         "belongs to more than one user (label).")  # fmt: skip
+        raise InputError(
+            f"{paths[0]}: trajectory id {users_per_tid.index[users_per_tid][0]} "
+            "belongs to more than one user (label)."
+        )
     week = data.groupby("label")["tid"].rank(method="dense").to_numpy(np.int64) - 1
-    table = pd.DataFrame({
-        "user": data["label"], "time": week_time(week, data["day"], data["hour"] * 60),
-        "location": data["lat"].astype(str) + "," + data["lon"].astype(str),
-        "category": data["category"], "lat": data["lat"], "lon": data["lon"],
-        "session": data["tid"],
-    })  # fmt: skip
-    attrs = {"format": "trajgan-csv", "clock": "local", "dates": "none", "coords": "degrees",
-             "files": [Path(p).name for p in paths],
-             "source_split": data.groupby("file")["tid"].nunique().to_dict()}  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "user": data["label"],
+            "time": week_time(week, data["day"], data["hour"] * 60),
+            "location": data["lat"].astype(str) + "," + data["lon"].astype(str),
+            "category": data["category"],
+            "lat": data["lat"],
+            "lon": data["lon"],
+            "session": data["tid"],
+        }
+    )
+    attrs = {
+        "format": "trajgan-csv",
+        "clock": "local",
+        "dates": "none",
+        "coords": "degrees",
+        "files": [Path(p).name for p in paths],
+        "source_split": data.groupby("file")["tid"].nunique().to_dict(),
+    }
     return make_log(table, name or "trajgan", week_only=True, attrs=attrs)
 
 
@@ -254,8 +327,11 @@ def read_llmmob(paths: Sequence[str | Path], name: str | None = None) -> EventLo
     frames, what = [], "LLM-Mob check-in file"
     for path in map(Path, paths):
         frame = _read_csv(path, LLMMOB_COLUMNS, what)
-        ints = {c: numbers(frame, c, path, 2, integer=True) for c in LLMMOB_COLUMNS
-                if c not in ("latitude", "longitude")}  # fmt: skip
+        ints = {
+            c: numbers(frame, c, path, 2, integer=True)
+            for c in LLMMOB_COLUMNS
+            if c not in ("latitude", "longitude")
+        }
         lat, lon = numbers(frame, "latitude", path, 2), numbers(frame, "longitude", path, 2)
         check_coords(lat, lon, path, 2, limits=(1.0, 1.0))
         _in_range(ints["start_min"], 0, 1439, "start_min", path)
@@ -270,13 +346,22 @@ def read_llmmob(paths: Sequence[str | Path], name: str | None = None) -> EventLo
             f"{', '.join(map(str, paths))}: for user {inconsistent.index[inconsistent][0]}, "
             "weekday does not advance with start_day; the files are not LLM-Mob's format."
         )
-    table = pd.DataFrame({
-        "user": data["user_id"], "location": data["location_id"],
-        "time": week_time(0, shift + data["start_day"], data["start_min"]),
-        "lat": data["lat"], "lon": data["lon"],
-    })  # fmt: skip
-    attrs = {"format": "llmmob-csv", "clock": "local", "dates": "relative",
-             "coords": "normalised", "files": [Path(p).name for p in paths]}  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "user": data["user_id"],
+            "location": data["location_id"],
+            "time": week_time(0, shift + data["start_day"], data["start_min"]),
+            "lat": data["lat"],
+            "lon": data["lon"],
+        }
+    )
+    attrs = {
+        "format": "llmmob-csv",
+        "clock": "local",
+        "dates": "relative",
+        "coords": "normalised",
+        "files": [Path(p).name for p in paths],
+    }
     return make_log(table, name or "llmmob", attrs=attrs)
 
 

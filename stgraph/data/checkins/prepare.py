@@ -56,8 +56,10 @@ def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Session
     """
     config = config or CheckinConfig()
     rule = config.session
-    if rule == "auto":
-        rule = "source" if log.session is not None else "iso-week"
+    if rule == "auto":  # the card's rule, else the source's sessions where there are some
+        rule = log.attrs.get("default_session") or (
+            "source" if log.session is not None else "iso-week"
+        )
     if rule == "source" and log.session is None:
         raise InputError(
             f"{log.name}: session='source' needs sessions given by the data (trajectory ids); "
@@ -84,12 +86,22 @@ def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Session
 
     session = _session_ids(log, rule, config.gap_hours)
     size = np.bincount(session)
-    log, session = _keep(log, session, size[session] >= config.min_session_records,
-                         "min_session_records", config.min_session_records)  # fmt: skip
+    log, session = _keep(
+        log,
+        session,
+        size[session] >= config.min_session_records,
+        "min_session_records",
+        config.min_session_records,
+    )
     starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
     per_user = np.bincount(log.user[starts], minlength=log.num_users)
-    log, session = _keep(log, session, per_user[log.user] >= config.min_sessions_per_user,
-                         "min_sessions_per_user", config.min_sessions_per_user)  # fmt: skip
+    log, session = _keep(
+        log,
+        session,
+        per_user[log.user] >= config.min_sessions_per_user,
+        "min_sessions_per_user",
+        config.min_sessions_per_user,
+    )
     stages["sessions"] = _stage(log)
 
     log = _compact(log)
@@ -99,8 +111,7 @@ def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Session
     log.attrs.update(preprocess=resolved, stages=stages)
     if config.clock == "utc":
         log.attrs["clock"] = "utc"
-    return Sessions(log=log, bounds=bounds.astype(np.int64), user=user,
-                    split=_split(user, config))  # fmt: skip
+    return Sessions(log=log, bounds=bounds.astype(np.int64), user=user, split=_split(user, config))
 
 
 def _stage(log: EventLog) -> dict[str, int]:
@@ -164,8 +175,7 @@ def _second_filter(log: EventLog, config: CheckinConfig) -> EventLog:
     keep = users & places
     if not keep.any():
         key = "min_user_records" if not users.any() else "min_location_records"
-        _empty(log, "merging and the second user and location filters", key,
-               getattr(config, key))  # fmt: skip
+        _empty(log, "merging and the second user and location filters", key, getattr(config, key))
     return log.take(keep)
 
 

@@ -30,7 +30,9 @@ def open_checkins(
         download: fetch missing files from the card's URLs.
 
     Returns:
-        The whole log as in the files (no filtering); ``attrs["dataset"]`` names the card.
+        The whole log as in the files (no filtering); ``attrs["dataset"]`` names the card and
+        ``attrs["default_session"]`` holds the card's session rule (``options.session``), which
+        `make_sessions` uses for ``session="auto"``.
 
     Raises:
         InputError: unknown name, a card of another domain, missing or broken files, or counts
@@ -52,6 +54,8 @@ def open_checkins(
     log = READERS.get(card.format)(card, folder)
     check_expected(log, card, folder)
     log.attrs.update(dataset=card.name)
+    if card.options.get("session"):
+        log.attrs["default_session"] = card.options["session"]
     return log
 
 
@@ -59,9 +63,10 @@ def _check_manual_files(card: DatasetCard, folder: Path) -> None:
     """A missing file that can only be fetched by hand: say where to get it and where to put
     it (`ensure_files` only knows URLs)."""
     missing = [
-        f for f in card.files
+        f
+        for f in card.files
         if not f.optional and not f.urls and f.instructions and not (folder / f.name).is_file()
-    ]  # fmt: skip
+    ]
     if missing:
         steps = " ".join(f"{f.name}: {f.instructions.strip()}" for f in missing)
         raise InputError(

@@ -50,12 +50,18 @@ def read_checkin_table(path: str | Path, name: str | None = None) -> EventLog:
     if "lat" in frame:
         table["lat"] = numbers(frame, "lat", path, offset)
         table["lon"] = numbers(frame, "lon", path, offset)
-        check_coords(table["lat"].to_numpy(), table["lon"].to_numpy(), path, offset,
-                     label=row_label)  # fmt: skip
+        check_coords(
+            table["lat"].to_numpy(), table["lon"].to_numpy(), path, offset, label=row_label
+        )
     if minutes is not None:
         table["utc_offset"] = minutes
-    attrs = {"format": "checkin-table", "clock": "local", "dates": "real", "coords": "degrees",
-             "files": [path.name]}  # fmt: skip
+    attrs = {
+        "format": "checkin-table",
+        "clock": "local",
+        "dates": "real",
+        "coords": "degrees",
+        "files": [path.name],
+    }
     return make_log(table, name or path.stem, attrs=attrs)
 
 
@@ -86,28 +92,48 @@ def parse_local_times(
     if stamps.dtype.kind == "M":
         return stamps.to_numpy().astype("datetime64[s]"), None
     if stamps.dtype.kind in "iufb":
-        fail_at(path, np.ones(len(stamps), bool), stamps, "timestamp is a number, not a date "
-                "(write ISO dates like '2012-04-03 14:00:09-04:00')", row_offset, label)  # fmt: skip
+        fail_at(
+            path,
+            np.ones(len(stamps), bool),
+            stamps,
+            "timestamp is a number, not a date (write ISO dates like '2012-04-03 14:00:09-04:00')",
+            row_offset,
+            label,
+        )
     text = stamps.astype(str).str.strip()
     parts = text.str.extract(_OFFSET)
     parts["wall"] = parts["wall"].fillna(text)  # no clock time: a date, no offset
     wall = pd.to_datetime(parts["wall"], format="ISO8601", errors="coerce").to_numpy()
     if np.isnat(wall).any():
-        fail_at(path, np.isnat(wall), text, "unparseable timestamp (expected ISO like "
-                "'2012-04-03 14:00:09-04:00')", row_offset, label)  # fmt: skip
+        fail_at(
+            path,
+            np.isnat(wall),
+            text,
+            "unparseable timestamp (expected ISO like '2012-04-03 14:00:09-04:00')",
+            row_offset,
+            label,
+        )
     has_offset = parts["offset"].notna().to_numpy()
     if not has_offset.any():
         return wall.astype("datetime64[s]"), None
     if not has_offset.all():
-        fail_at(path, ~has_offset, text, "timestamp without a UTC offset while others have "
-                "one (give offsets on every row or on none)", row_offset, label)  # fmt: skip
+        fail_at(
+            path,
+            ~has_offset,
+            text,
+            "timestamp without a UTC offset while others have "
+            "one (give offsets on every row or on none)",
+            row_offset,
+            label,
+        )
     code = parts["offset"].str.replace(":", "", regex=False).replace("Z", "+0000")
     code = code.str.pad(5, side="right", fillchar="0")  # "+09" -> "+0900"
     sign = np.where(code.str[0] == "-", -1, 1)
     minutes = sign * (code.str[1:3].astype(int) * 60 + code.str[3:5].astype(int)).to_numpy()
     if (np.abs(minutes) > 14 * 60).any():
-        fail_at(path, np.abs(minutes) > 14 * 60, text, "UTC offset beyond 14 hours", row_offset,
-                label)  # fmt: skip
+        fail_at(
+            path, np.abs(minutes) > 14 * 60, text, "UTC offset beyond 14 hours", row_offset, label
+        )
     return wall.astype("datetime64[s]"), minutes.astype(np.int32)
 
 
