@@ -57,11 +57,12 @@ def tiny_log(rows=ROWS, offset=-240):
         "M": (40.72, -73.99),
         "N": (40.8, -73.9),
         "R": (40.6, -74.1),
+        "Z": (40.65, -74.05),
     }
     frame["lat"] = [coords[p][0] for p in frame["location"]]
     frame["lon"] = [coords[p][1] for p in frame["location"]]
     frame["category"] = frame["location"].map(
-        {"H": "Home", "W": "Office", "M": "Cafe", "N": "Bar", "R": "Park"}
+        {"H": "Home", "W": "Office", "M": "Cafe", "N": "Bar", "R": "Park", "Z": "Zoo"}
     )
     return make_log(frame.drop(columns="label"), "tiny")
 
@@ -126,6 +127,16 @@ def test_train_view_holds_no_later_check_in():
     assert view.num_events == 9  # history a b d, train e f h and i j k
     assert view.time.max() < np.datetime64("2012-04-23T00:00")  # the validation week
     assert view.num_locations == sessions.log.num_locations  # vocabularies are shared
+
+
+def test_location_seen_only_in_test_stays_in_the_vocabulary():
+    rows = [*ROWS, ("z", "u1", "2012-05-01 10:00", "Z")]  # in u1's last (test) week only
+    config = CheckinConfig(min_user_records=0, min_location_records=0, min_sessions_per_user=4)
+    sessions = make_sessions(tiny_log(rows), config)
+    z = list(sessions.log.locations).index("Z")
+    assert sessions.split[-1] == TEST and z in sessions.log.location[sessions.bounds[-2] :]
+    view = sessions.train_view().log
+    assert z not in view.location and view.locations[z] == "Z"
 
 
 def test_utc_clock_moves_the_week_boundary():

@@ -6,6 +6,13 @@ repeated check-ins merged, one session per ISO week, sessions of at least 2 reco
 at least 5 sessions, and each user's sessions split in time order. Two deliberate differences:
 a validation session is held out (the official code has none), and time is local (the official
 code reads the UTC timestamp; ``clock: utc`` reproduces that).
+
+On merging: the official ``data_preprocess.py`` means to merge consecutive records of one user
+at one POI on one day, but its "day" is field 2 of the raw line (the venue category id, not the
+time), and "consecutive" is the raw file's order, which is by time across all users. In effect
+it only drops a check-in whose previous line in the file is the same user at the same venue (and
+the file's first line). ``merge_repeats: same-day`` implements the stated rule per user;
+``none`` is the closer match to what the official code does.
 """
 
 from __future__ import annotations
