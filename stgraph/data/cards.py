@@ -15,16 +15,22 @@ from stgraph.config import read_yaml_mapping
 from stgraph.errors import InputError, did_you_mean
 
 NULL_VALUES = ("zero", "nan", "none")
+EVENT_DOMAINS = ("mobility",)  # cards of event data (check-ins): no frequency, no series
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file of a dataset: its name in the data directory and where to fetch it."""
+    """One file of a dataset: its name in the data directory and where to fetch it.
+
+    ``instructions`` says how to get a file by hand where no direct URL exists (a zip on a
+    personal site): where to download it and what to unpack.
+    """
 
     name: str
     urls: tuple[str, ...] = ()
     sha256: str | None = None
     optional: bool = False
+    instructions: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class DatasetCard:
     name: str
     format: str
     files: tuple[SourceFile, ...]
-    frequency: str
+    frequency: str | None = None  # required, except for event data (EVENT_DOMAINS)
     target: str = "value"
     units: str = ""
     null_value: str = (
@@ -52,6 +58,11 @@ class DatasetCard:
     path: Path | None = None  # where the card was read from
 
     def __post_init__(self) -> None:
+        if self.frequency is None and self.domain not in EVENT_DOMAINS:
+            raise InputError(
+                f"Card {self.path or self.name}: frequency is required for {self.domain} data "
+                "(e.g. frequency: 5min)."
+            )
         if self.null_value not in NULL_VALUES:
             raise InputError(
                 f"Card {self.path or self.name}: null_value must be one of {NULL_VALUES}, "

@@ -32,8 +32,9 @@ class EventLog:
             source gives local time only (UTC time is ``time - offset``).
         session: ``[E]`` int64 session id given by the source (e.g. a trajectory id), or None
             when sessions are cut by a rule (`stgraph.data.checkins.CheckinConfig`).
-        week_only: True when the source gives weekday and hour but no dates (``time`` then
-            counts weeks from 1970-01-05, a Monday, within each session).
+        week_only: True when the source gives weekday and hour but no dates: ``time`` then
+            places a user's k-th session (in the source's order) in the k-th week after
+            1970-01-05, a Monday, so weekday and hour are real and the dates are not.
         name: the data's name for messages.
         attrs: provenance and counts for the dataset card and MLflow.
     """

@@ -9,6 +9,7 @@ only; of the rest, the last ones are test, the one(s) before them validation, th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,20 @@ class Sessions:
         for name, code in {"history": HISTORY, **SPLITS}.items():
             counts[f"{name}_sessions"] = int((self.split == code).sum())
         return counts
+
+    def describe(self) -> dict[str, Any]:
+        """`counts` plus check-ins per split, the mean session length, and the preprocessing
+        record that `make_sessions` left in ``log.attrs`` (for the dataset card and MLflow)."""
+        per_event = np.repeat(self.split, np.diff(self.bounds))
+        description: dict[str, Any] = dict(self.counts())
+        for name, code in {"history": HISTORY, **SPLITS}.items():
+            description[f"{name}_events"] = int((per_event == code).sum())
+        lengths = np.diff(self.bounds)
+        description["mean_session_length"] = float(lengths.mean()) if len(lengths) else 0.0
+        for key in ("clock", "preprocess", "stages"):
+            if key in self.log.attrs:
+                description[key] = self.log.attrs[key]
+        return description
 
     def train_view(self) -> CheckinTrainView:
         """The check-ins of history and train sessions only."""
