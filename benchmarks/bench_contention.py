@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+# Before torch loads (in the worker), as in the CLI: `import stgraph` sets the wait policy.
+import stgraph  # noqa: F401
+
 HERE = Path(__file__).resolve().parents[1]
 LOS_LOOP = HERE.parent / "shared" / "data" / "traffic" / "los-loop"
 NEIGHBOUR = """

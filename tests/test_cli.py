@@ -272,3 +272,37 @@ def test_finished_fit_removes_its_checkpoints_killed_keeps_them_runs_clean_prune
     client.set_terminated(running)
     (runs_dir() / running / "checkpoint.pt").unlink()
     stranger.rmdir()
+
+
+def test_your_own_checkins_fit_with_task_next_location(capsys, tmp_path):
+    """`stgraph fit checkins.csv --task next-location`: a long table of check-ins with local
+    times (UTC offsets), no categories and no coordinates, through the whole fit."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(6):
+        start = pd.Timestamp("2024-01-01 08:00")  # a Monday
+        for week in range(7):
+            for visit in range(3):  # home -> a favourite -> one of 8 places, each week
+                place = ["home", f"fav{user % 3}", f"p{rng.integers(8)}"][visit]
+                when = start + pd.Timedelta(weeks=week, days=visit, hours=2 * visit)
+                rows.append((f"user{user}", f"{when.isoformat()}-05:00", place))
+    frame = pd.DataFrame(rows, columns=["User", "Timestamp", "Location"])  # any column case
+    path = tmp_path / "checkins.csv"
+    frame.to_csv(path, index=False)
+    loose = "task.params.checkins={min_user_records: 5, min_location_records: 2}"
+    code = main(
+        ["fit", str(path), "--task", "next-location", "--model", "most-frequent",
+         "--batch-size", "4", "--set", loose, "--json", "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["task"] == "next-location" and result["model"] == "most-frequent"
+    test = result["test"]
+    # 6 users x 7 weekly sessions: 1 history, 1 validation, ceil(0.2 x 6) = 2 test each.
+    assert set(test) >= {"acc@1", "acc@5", "acc@10", "acc@20", "ndcg@10", "mrr"}
+    assert 0.0 <= test["acc@1"] <= test["acc@5"] <= test["acc@10"] <= test["acc@20"] <= 1.0
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.params["task.name"] == "next-location"

@@ -115,9 +115,10 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
                     "data_dir": str(folder) if card.files else None,
                 }
             )
-        print(f"{'name':<14} {'domain':<9} {'files':<9} title")
+        width = max(len(row["name"]) for row in rows)
+        print(f"{'name':<{width}} {'domain':<9} {'files':<9} title")
         for row in rows:
-            print(f"{row['name']:<14} {row['domain']:<9} {row['files']:<9} {row['title']}")
+            print(f"{row['name']:<{width}} {row['domain']:<9} {row['files']:<9} {row['title']}")
         print(f"files: whether the card's files are in {resolve_data_dir('NAME')}")
         print("(`stgraph data download NAME` fetches them; `fit --data-dir DIR` reads another")
         print("folder). generated: made from a seed, no files.")

@@ -189,7 +189,9 @@ def ensure_files(card: DatasetCard, data_dir: Path, download: bool) -> None:
     if not missing:
         return
     listing = "; ".join(
-        f"{s.name} (from {' or '.join(s.urls)})" if s.urls else f"{s.name} (no known URL)"
+        f"{s.name} (from {' or '.join(s.urls)})"
+        if s.urls
+        else f"{s.name} ({s.instructions or 'no known URL'})"
         for s in missing
     )
     tried = f" Download attempts failed: {'; '.join(failures)}." if failures else ""

@@ -48,6 +48,12 @@ def open_dataset(
             "that defines its own graph and frequency."
         )
     card = load_card(spec)
+    if card.domain == "mobility":
+        raise InputError(
+            f"Dataset '{spec}' holds check-ins, not a time series: it is read by the "
+            f"next-location task (`stgraph fit {spec}`, or `--task next-location`; in Python "
+            "`stgraph.data.checkins.open_checkins`)."
+        )
     if null_value is not None:
         card = dataclasses.replace(card, null_value=null_value)
     folder = resolve_data_dir(card.name, data_dir)

@@ -143,6 +143,11 @@ def test_report_figures_and_prediction_table():
     assert table["score"].tolist()[:5] == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1])
     assert table["rank"].tolist()[:5] == [1, 2, 3, 4, 5]
 
+    steps = report.tables["data/preprocessing.parquet"].set_index("step")
+    sessions = task.sessions
+    for name, code in (("train", 0), ("val", 1), ("test", 2)):
+        assert steps.loc[f"{name} sessions", "sessions"] == (sessions.split == code).sum()
+
 
 # ---------------------------------------------------------------------- serving
 class NextOne(nn.Module):
@@ -247,3 +252,18 @@ def test_bad_input_is_named(tmp_path, served):
         predictor.read_input(strangers, None, None)
     with pytest.raises(InputError, match="--input FILE or --dataset NAME"):
         predictor.read_input(None, None, None)
+
+
+def test_coordinates_rescaled_to_unit_range_give_no_location_graph():
+    """LLM-Mob's coordinates lie in [-1, 1]: a radius in km would link arbitrary locations."""
+    import dataclasses
+
+    from stgraph.data.checkins.sessions import CheckinTrainView
+    from stgraph.tasks.next_location.task import build_graphs
+
+    log = toy_log()  # five locations, all at (0, 0)
+    in_degrees = build_graphs(CheckinTrainView(log), NextLocationConfig())
+    assert "location" in in_degrees
+    rescaled = dataclasses.replace(log, attrs={**log.attrs, "coords": "normalised"})
+    graphs = build_graphs(CheckinTrainView(rescaled), NextLocationConfig())
+    assert "location" not in graphs and {"location_category", "category"} <= set(graphs)

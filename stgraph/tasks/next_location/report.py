@@ -150,4 +150,18 @@ def next_location_report(
     )
     frame = predictions_frame(task, prediction, table)
     report.tables[f"predictions/{split}_predictions.parquet"] = frame
+    report.tables["data/preprocessing.parquet"] = preprocessing_table(task.sessions.describe())
     return report
+
+
+def preprocessing_table(described: dict) -> pd.DataFrame:
+    """Users, locations and check-ins after each preprocessing step, then sessions per split:
+    what the filters and the split did to this run's data."""
+    rows = [{"step": step, **counts} for step, counts in described.get("stages", {}).items()]
+    splits = ("history", "train", "val", "test")
+    rows += [
+        {"step": f"{name} sessions", "sessions": described[f"{name}_sessions"],
+         "events": described[f"{name}_events"]}
+        for name in splits if f"{name}_sessions" in described
+    ]  # fmt: skip
+    return pd.DataFrame(rows)

@@ -43,7 +43,7 @@ from stgraph.tasks.next_location.scoring import (
 
 def build_graphs(view: CheckinTrainView, config: NextLocationConfig) -> dict[str, Graph]:
     """The graphs of `MobilityContext` from the training check-ins only: ``location`` (within
-    ``radius_km``; needs coordinates), ``location_category`` and ``category`` (co-occurrence
+    ``radius_km``; needs coordinates in degrees), ``location_category`` and ``category`` (co-occurrence
     in ``slot_hours`` slots; both need categories)."""
     return mobility_graphs(view, config)[0]
 
@@ -58,7 +58,8 @@ def mobility_graphs(
     log = view.log
     graphs: dict[str, Graph] = {}
     location_category = None
-    if log.coords is not None:
+    # A radius in km means nothing on coordinates rescaled to [-1, 1] (LLM-Mob's release).
+    if log.coords is not None and log.attrs.get("coords", "degrees") == "degrees":
         graphs["location"] = radius_graph(log.coords, config.radius_km)
     if log.category is not None and log.num_categories > 0:
         graphs["location_category"], location_category = membership_graph(
