@@ -87,3 +87,8 @@ def test_file_path_spec(tmp_path):
         open_dataset(str(tmp_path / "gone.csv"))
     with pytest.raises(InputError, match="apply to your own data files only"):
         open_dataset("los-loop", freq="5min")
+
+
+def test_a_checkin_card_is_not_a_series():
+    with pytest.raises(InputError, match="holds check-ins, not a time series.*next-location"):
+        open_dataset("foursquare-nyc-trajgan")
