@@ -6,7 +6,7 @@ nothing about time.
 Each script runs as its own subprocess (this checkout first on ``PYTHONPATH``), with small sizes
 and few steps, so the whole run takes a few minutes on two cores. Their output streams through
 as they print it; a summary (exit status and seconds of each) ends the run. A benchmark that
-needs ``<data>/traffic/los-loop`` is skipped, with a note, when it is absent. The figures are
+needs a dataset folder under ``--data`` is skipped, with a note, when it is absent. The figures are
 smoke numbers: for the ones worth quoting, run a script alone on an idle machine without the
 quick options (see ``benchmarks/README.md``).
 
@@ -35,7 +35,7 @@ class Bench:
     name: str
     argv: str  # after the interpreter, split at spaces; "{data}" is replaced by --data
     what: str
-    needs_los_loop: bool = False  # skipped without <data>/traffic/los-loop
+    needs: str | None = None  # a folder under --data; skipped with a note without it
 
 
 BENCHES = (
@@ -66,7 +66,24 @@ BENCHES = (
         "prior-blend",
         "prior_blend.py --data {data}",
         "gram-ode's seasonal prior blended with persistence on los-loop",
-        needs_los_loop=True,
+        needs="traffic/los-loop",
+    ),
+    Bench(
+        "contention",
+        "bench_contention.py --steps 1 --repeats 1 --policies stgraph --micro auto",
+        "sttn steps on los-loop alone and beside a CPU-bound neighbour: the slowdown factor",
+        needs="traffic/los-loop",
+    ),
+    Bench(
+        "mobility-graphs",
+        "bench_mobility_graphs.py --threads 2",
+        "radius, membership and co-occurrence graphs; one hgarn/gru training step at NYC scale",
+    ),
+    Bench(
+        "hgarn",
+        "bench_hgarn.py --epochs 1 --models hgarn",
+        "hgarn seconds per epoch and peak RSS on foursquare-nyc-trajgan",
+        needs="mobility/foursquare-nyc-trajgan",
     ),
 )
 
@@ -109,8 +126,8 @@ def _stop(process: subprocess.Popen) -> None:
 
 def run(bench: Bench, data: Path, timeout: float) -> tuple[str, float]:
     """Runs one benchmark with its output streaming through; returns (status, seconds)."""
-    if bench.needs_los_loop and not (data / "traffic" / "los-loop").is_dir():
-        print(f"skipped: {bench.name} needs {data / 'traffic' / 'los-loop'}, which is absent")
+    if bench.needs and not (data / bench.needs).is_dir():
+        print(f"skipped: {bench.name} needs {data / bench.needs}, which is absent")
         return "skipped (no data)", 0.0
     script, *args = (a.replace("{data}", str(data)) for a in bench.argv.split())
     command = [sys.executable, str(HERE / script), *args]
