@@ -35,7 +35,21 @@ def _main_json(argv: list[str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fitted(_session_home, shared_data, tmp_path_factory):
+def store(_session_home, tmp_path_factory):
+    """The MLflow store conftest gives each test, for the module's fixtures (which outlive one
+    test); yields a patcher for their working directories."""
+    work = tmp_path_factory.mktemp("mobility-serving")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STGRAPH_HOME", str(_session_home))
+        patch.setenv("STGRAPH_CACHE_DIR", str(work / "cache"))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_session_home / 'mlflow.db'}")
+        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        patch.delenv("STGRAPH_DATA_DIR", raising=False)
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def fitted(store, shared_data, tmp_path_factory):
     """Fit, register and promote ``mobility-gru``; the data as the model saw it."""
     from stgraph.data.checkins import make_sessions, open_checkins
     from stgraph.pipeline import resolve_config
@@ -43,14 +57,8 @@ def fitted(_session_home, shared_data, tmp_path_factory):
     from stgraph.tasks.next_location import NextLocationConfig
 
     data_dir = shared_data / "mobility" / DATASET
-    work = tmp_path_factory.mktemp("mobility-serving")
     with pytest.MonkeyPatch.context() as patch:
-        # The store conftest gives each test; set here because this fixture outlives one test.
-        patch.setenv("STGRAPH_HOME", str(_session_home))
-        patch.setenv("STGRAPH_CACHE_DIR", str(work / "cache"))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_session_home / 'mlflow.db'}")
-        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        patch.chdir(work)  # a new experiment's artifacts go under ./mlruns
+        patch.chdir(tmp_path_factory.mktemp("fit"))  # a new experiment's artifacts: ./mlruns
         argv = ["fit", DATASET, "--data-dir", str(data_dir), "--model", "gru",
                 "--epochs", str(EPOCHS), "--threads", "1", "--register", NAME, "--quiet",
                 "--set", "model.params={hidden: 32, location_dim: 32, user_dim: 16}"]  # fmt: skip
@@ -85,7 +93,7 @@ def _events(log, users: list[str]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def recent(fitted, tmp_path_factory):
+def recent(store, fitted, tmp_path_factory):
     """The last 15 raw check-ins of three users (some at locations the filters dropped), one
     check-in of a user the model never saw, and their `stgraph forecast` table."""
     log = fitted["log"]
@@ -176,6 +184,7 @@ def test_served_ranking_equals_the_runs_test_predictions(fitted, tmp_path):
     expected = logged.merge(samples[["user", "as_of"]], on=["user", "as_of"])
     expected = expected.sort_values(["user", "rank"]).reset_index(drop=True)
     served = served.sort_values(["user", "rank"]).reset_index(drop=True)
+    assert len(served) == len(expected) == 3 * 10
     assert served["as_of"].tolist() == expected["as_of"].tolist()
     assert served["location"].tolist() == expected["location"].tolist()
     assert served["score"].tolist() == pytest.approx(expected["score"].tolist(), rel=1e-4)
@@ -196,7 +205,9 @@ def test_fit_run_holds_the_report_and_the_validation_curve(fitted, tmp_path):
         "predictions/test_predictions.parquet",
         "checkpoint/model.pt",
     } <= paths
-    assert {"model", "config.yaml"} <= {f.path for f in client.list_artifacts(run_id)}
+    assert "config.yaml" in {f.path for f in client.list_artifacts(run_id)}
+    version = client.get_model_version(NAME, summary["registered_version"])
+    assert version.run_id == run_id  # the registered pyfunc model is this run's
 
     history = client.get_metric_history(run_id, "val_mrr")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
