@@ -135,3 +135,27 @@ def test_forecast_job_analysis(kernel, tmp_path):
         assert "forecasts scored" in text(tagged(notebook, "job-commands"))
         compare = text(tagged(notebook, "job-compare"))
         assert float(compare.rsplit("largest difference:", 1)[1].split()[0]) < 1e-6
+
+
+MOBILITY_MODELS = {"most-frequent", "markov", "gru"}
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_mobility_quickstart(kernel, tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("STGRAPH_DATA_DIR", str(shared_data / "mobility"))
+    notebook = execute("mobility_quickstart.ipynb", kernel, tmp_path / "work")
+    comparison = text(tagged(notebook, "comparison"))
+    for model in MOBILITY_MODELS:
+        assert model in comparison
+    assert "recurring/acc_at1" in comparison and "explorative/mrr" in comparison
+    assert images(notebook) >= 2  # Acc@k by k, the map
+    runs = mlflow.search_runs(experiment_names=["quickstart-foursquare-nyc-trajgan"])
+    assert MOBILITY_MODELS <= set(runs["tags.model"])
+    assert ((runs["metrics.test_acc_at1"] > 0) & (runs["metrics.test_mrr"] < 1)).all()
+    runs = runs.set_index("tags.model")
+    # users mostly return to their usual places: the count baseline lists the true one in its
+    # top five for most test samples (0.73 when written)
+    assert runs.loc["most-frequent", "metrics.test_acc_at5"] > 0.6
+    gru = mlflow.MlflowClient().get_metric_history(runs.loc["gru", "run_id"], "val_mrr")
+    assert len(gru) > 1  # trained over several epochs, selected on validation
