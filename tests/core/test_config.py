@@ -104,3 +104,24 @@ def test_task_flag_and_model_task_mismatch():
         resolve_config("simulator", task="forcast")
     config = resolve_config("los-loop", task="forecast")  # the pipeline's own task: kept
     assert config.model.name == "sttn" and config.task.params["window"] == 12
+
+
+def test_every_shipped_pipeline_resolves_for_every_model_of_its_task():
+    """Each pipeline with each model its task takes (presets merged) gives settings the trainer
+    accepts: a preset's scheduler must not inherit another schedule's parameters."""
+    import torch
+
+    from stgraph import _shipped
+    from stgraph.models.base import MODELS
+    from stgraph.training.optim import build_scheduler
+
+    checked = 0
+    for path in sorted(_shipped.path("pipelines").glob("[!_]*.yaml")):
+        task = resolve_config(path.stem).task.name
+        for model in (n for n in MODELS.names() if MODELS.get(n).task == task):
+            train = resolve_config(path.stem, model=model).train
+            if train.scheduler != "none":
+                probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
+                build_scheduler(train.scheduler, probe, dict(train.scheduler_params))
+            checked += 1
+    assert checked >= 40

@@ -43,8 +43,8 @@ from stgraph.tasks.next_location.scoring import (
 
 def build_graphs(view: CheckinTrainView, config: NextLocationConfig) -> dict[str, Graph]:
     """The graphs of `MobilityContext` from the training check-ins only: ``location`` (within
-    ``radius_km``; needs coordinates in degrees), ``location_category`` and ``category`` (co-occurrence
-    in ``slot_hours`` slots; both need categories)."""
+    ``radius_km``; needs coordinates in degrees), ``location_category`` and ``category``
+    (co-occurrence in ``slot_hours`` slots; both need categories)."""
     return mobility_graphs(view, config)[0]
 
 
