@@ -16,8 +16,10 @@ never forward-filled: a carried price would read as a zero return that did not h
 Adjustment (``options.adjust``, default true): where a file has ``Adj Close``, open, high, low and
 close are multiplied by ``adj_close / close`` of the same day, so that returns span splits and
 dividends; volume stays as traded. The adjusted close then equals ``Adj Close``, so that column is
-not kept as a channel. With ``adjust: false`` prices stay raw and ``adj_close`` is a sixth channel
-(when any file has it). Files without ``Adj Close`` are taken as they are.
+not kept as a channel. A day whose Adj Close is empty while others of the ticker have one cannot
+be adjusted: its prices are masked. With ``adjust: false`` prices stay raw and ``adj_close`` is a sixth channel
+(when any file has it). Files without ``Adj Close`` (or with it empty throughout) are taken as
+they are.
 
 Checks: a price <= 0 or a negative volume is an `InputError` naming the file and date; with
 ``options.nonpositive: mask`` such a price cell is masked instead (KDD17's PTR has a 0 on a day
@@ -102,6 +104,11 @@ def build_price_series(
         raise InputError(f"{name}: options.nonpositive must be one of {NONPOSITIVE}.")
     tickers = sorted(frames)
     frames = {t: _checked(frames[t], sources[t], nonpositive) for t in tickers}
+    # An all-empty adj_close (a long table's column for a ticker without one) counts as absent.
+    frames = {
+        t: f if f.get("adj_close", pd.Series([1.0])).notna().any() else f.drop(columns="adj_close")
+        for t, f in frames.items()
+    }
     has_adj = any("adj_close" in f.columns for f in frames.values())
     if adjust:
         frames = {t: _adjusted(f) if "adj_close" in f.columns else f for t, f in frames.items()}
