@@ -17,9 +17,9 @@ Adjustment (``options.adjust``, default true): where a file has ``Adj Close``, o
 close are multiplied by ``adj_close / close`` of the same day, so that returns span splits and
 dividends; volume stays as traded. The adjusted close then equals ``Adj Close``, so that column is
 not kept as a channel. A day whose Adj Close is empty while others of the ticker have one cannot
-be adjusted: its prices are masked. With ``adjust: false`` prices stay raw and ``adj_close`` is a sixth channel
-(when any file has it). Files without ``Adj Close`` (or with it empty throughout) are taken as
-they are.
+be adjusted: its prices are masked. With ``adjust: false`` prices stay raw and ``adj_close`` is a
+sixth channel (when any file has it). Files without ``Adj Close`` (or with it empty throughout)
+are taken as they are.
 
 Checks: a price <= 0 or a negative volume is an `InputError` naming the file and date; with
 ``options.nonpositive: mask`` such a price cell is masked instead (KDD17's PTR has a 0 on a day
