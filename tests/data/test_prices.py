@@ -198,6 +198,7 @@ def test_regular_series_keeps_its_frequency():
     assert s.calendar == "regular" and s.steps_per_day == 288
 
 
+@pytest.mark.real_data
 def test_stocknet_card(shared_data):
     data = open_dataset("stocknet", data_dir=shared_data / "finance" / "stocknet")
     s = data.series
@@ -218,6 +219,7 @@ def test_stocknet_card(shared_data):
     )
 
 
+@pytest.mark.real_data
 def test_kdd17_card(shared_data):
     s = open_dataset("kdd17", data_dir=shared_data / "finance" / "kdd17").series
     assert (s.num_nodes, s.num_steps) == (50, 2518) and s.mask.all()
@@ -227,3 +229,21 @@ def test_kdd17_card(shared_data):
     np.testing.assert_allclose(
         s.values[0, aapl, :2], [10.904162, 86.289999 * 10.904162 / 83.800002], rtol=1e-6
     )
+
+
+def test_day_without_adj_close_is_masked_when_others_have_one(tmp_path):
+    text = "Date,Close,Open,Adj Close\n2024-01-02,10,9,5\n2024-01-03,12,11,\n"
+    s = _load(tmp_path, {"A.csv": text})
+    np.testing.assert_allclose(s.values[0, 0, :2], [5, 4.5])
+    assert not s.mask[1, 0, :2].any()  # cannot be adjusted: masked, not left raw
+
+
+def test_user_price_file_by_path(tmp_path):
+    path = tmp_path / "prices.csv"
+    path.write_text("Date,Symbol,Close\n2024-01-03,B,2\n2024-01-02,A,1\n2024-01-04,A,3\n")
+    s = open_dataset(str(path)).series
+    assert s.node_ids == ("A", "B") and s.calendar == "trading"
+    np.testing.assert_array_equal(s.mask[:, :, 0], [[True, False], [False, True], [True, False]])
+    np.testing.assert_allclose(s.values[:, :, 0], [[1, 0], [0, 2], [3, 0]])
+    with pytest.raises(InputError, match="price table .* --freq does not apply"):
+        open_dataset(str(path), freq="1D")

@@ -206,3 +206,18 @@ def read_sectors(path: Path) -> dict[str, str]:
                 f"({sectors[ticker_id]}, {name})."
             )
     return sectors
+
+
+def header_fields(path: Path) -> set[str]:
+    """The price fields named in a CSV or Parquet file's header (empty if it cannot be read)."""
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        else:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                names = handle.readline().split(",")
+    except (OSError, ValueError):
+        return set()
+    return {_FIELD_KEYS[k] for k in map(_key, names) if k in _FIELD_KEYS}

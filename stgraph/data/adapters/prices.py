@@ -40,6 +40,7 @@ from stgraph.data.adapters.base import ADAPTERS, RawDataset
 from stgraph.data.adapters.price_files import (
     PRICE_FIELDS,
     by_date,
+    header_fields,
     read_price_file,
     read_sectors,
     read_table,
@@ -209,3 +210,28 @@ def load_price_long(card: DatasetCard, data_dir: Path) -> RawDataset:
     options = _options(card, data_dir)
     frames = read_long_prices(path)
     return _finish(card, frames, dict.fromkeys(frames, path), options)
+
+
+def is_price_table(path: Path) -> bool:
+    """Whether a CSV/Parquet file's header has a ticker (or symbol) column and a close column."""
+    fields = header_fields(Path(path))
+    return "ticker" in fields and "close" in fields
+
+
+def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
+    """A user's long price table (``date,ticker,open,high,low,close,volume[,adj_close]``).
+
+    Returns the trading-calendar series with an in-memory ``price-long`` card (no expected
+    counts, no files to download).
+    """
+    path = Path(path).expanduser().resolve()
+    card = DatasetCard(
+        name=path.stem,
+        format="price-long",
+        files=(),
+        domain="finance",
+        target="close",
+        null_value="nan",
+        options={"file": str(path), "adjust": adjust},
+    )
+    return load_price_long(card, path.parent)
