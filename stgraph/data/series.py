@@ -10,7 +10,7 @@ import pandas as pd
 from stgraph.errors import InputError
 
 CALENDARS = ("regular", "trading")
-CALENDAR_FEATURES = ("day_of_week", "month")
+TRADING_DAY_FEATURES = ("day_of_week", "month")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Series:
             raise InputError(
                 f"{self.name}: {what} is undefined for a trading-calendar series (one row per "
                 "trading day, weekends and holidays absent). Tasks with regular grids (forecast) "
-                "do not accept it; use calendar_features(series.timestamps) for day/month inputs."
+                "do not accept it; trading_day_features(series.timestamps) gives day/month inputs."
             )
 
     def slice_steps(self, start: int, stop: int) -> Series:
@@ -112,8 +112,8 @@ class Series:
         )
 
 
-def calendar_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
-    """``[T, 2]`` int64 features from the real dates, in `CALENDAR_FEATURES` order.
+def trading_day_features(timestamps: pd.DatetimeIndex) -> np.ndarray:
+    """``[T, 2]`` int64 features from the real dates, in `TRADING_DAY_FEATURES` order.
 
     ``day_of_week`` is 0 (Monday) .. 6 (Sunday) and ``month`` is 0 (January) .. 11, both zero-based
     so that they index embedding tables directly. Unlike a synthetic "21 trading days make a month"

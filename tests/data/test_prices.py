@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stgraph.data.adapters.price_files import parse_dates
 from stgraph.data.adapters.prices import load_price_folder, load_price_long
 from stgraph.data.cards import DatasetCard
-from stgraph.data.series import Series, calendar_features
+from stgraph.data.series import Series, trading_day_features
 from stgraph.data.sources import open_dataset
 from stgraph.errors import InputError
 
@@ -189,7 +190,7 @@ def test_trading_calendar_refuses_freq_and_gives_features(tmp_path):
     with pytest.raises(InputError, match="freq is undefined"):
         _ = s.freq
     stamps = pd.DatetimeIndex(["2024-01-05", "2024-12-25", "2025-03-03"])
-    np.testing.assert_array_equal(calendar_features(stamps), [[4, 0], [2, 11], [0, 2]])
+    np.testing.assert_array_equal(trading_day_features(stamps), [[4, 0], [2, 11], [0, 2]])
 
 
 def test_regular_series_keeps_its_frequency():
@@ -247,3 +248,21 @@ def test_user_price_file_by_path(tmp_path):
     np.testing.assert_allclose(s.values[:, :, 0], [[1, 0], [0, 2], [3, 0]])
     with pytest.raises(InputError, match="price table .* --freq does not apply"):
         open_dataset(str(path), freq="1D")
+
+
+def test_tz_aware_datetime_column_keeps_local_date(tmp_path):
+    ny = pd.Series(pd.to_datetime(["2013-01-02 16:00"]).tz_localize("America/New_York"))
+    tokyo = pd.Series(pd.to_datetime(["2013-01-04 00:30"]).tz_localize("Asia/Tokyo"))
+    assert parse_dates(ny, tmp_path / "x.parquet")[0] == pd.Timestamp("2013-01-02")
+    assert parse_dates(tokyo, tmp_path / "x.parquet")[0] == pd.Timestamp("2013-01-04")
+
+
+@pytest.mark.real_data
+def test_stocknet_raw_nan_cells_are_the_masked_ones(shared_data):
+    card = _card(folder="price/raw", adjust=False)
+    s = load_price_folder(card, shared_data / "finance" / "stocknet").series
+    assert s.channels[-1] == "adj_close"
+    day = s.timestamps.get_loc(pd.Timestamp("2016-06-29"))
+    masked = sorted(s.node_ids[i] for i in np.flatnonzero(~s.mask[day].any(axis=1)))
+    assert masked == ["GMRE", "PTR", "REX", "SNP"]  # GMRE: listed later, no row that day
+    assert s.mask[day].sum() == (88 - 4) * 6  # the 18 NaN cells are all of the masked ones

@@ -101,7 +101,7 @@ def parse_dates(column: pd.Series, path: Path, row_offset: int = 2) -> pd.Dateti
             f"{path}: unparseable or missing date '{column.iloc[row]}' at line {row + row_offset} "
             f"({bad.size} such row(s)). Use ISO dates (2016-12-30) or month/day/year."
         )
-    return pd.DatetimeIndex(stamps).normalize()
+    return pd.DatetimeIndex(stamps).normalize().as_unit("ns")
 
 
 def numeric_column(column: pd.Series, path: Path, name: str, row_offset: int = 2) -> np.ndarray:
