@@ -107,7 +107,7 @@ def build_price_series(
     frames = {t: _checked(frames[t], sources[t], nonpositive) for t in tickers}
     # An all-empty adj_close (a long table's column for a ticker without one) counts as absent.
     frames = {
-        t: f if f.get("adj_close", pd.Series([1.0])).notna().any() else f.drop(columns="adj_close")
+        t: f.drop(columns="adj_close") if "adj_close" in f and f["adj_close"].isna().all() else f
         for t, f in frames.items()
     }
     has_adj = any("adj_close" in f.columns for f in frames.values())
