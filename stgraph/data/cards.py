@@ -16,6 +16,8 @@ from stgraph.errors import InputError, did_you_mean
 
 NULL_VALUES = ("zero", "nan", "none")
 EVENT_DOMAINS = ("mobility",)  # cards of event data (check-ins): no frequency, no series
+# Trading-calendar data: one row per trading day, taken from the files, so no fixed frequency.
+CALENDAR_DOMAINS = ("finance",)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class DatasetCard:
     name: str
     format: str
     files: tuple[SourceFile, ...]
-    frequency: str | None = None  # required, except for event data (EVENT_DOMAINS)
+    frequency: str | None = None  # required, except in EVENT_DOMAINS and CALENDAR_DOMAINS
     target: str = "value"
     units: str = ""
     null_value: str = (
@@ -58,7 +60,7 @@ class DatasetCard:
     path: Path | None = None  # where the card was read from
 
     def __post_init__(self) -> None:
-        if self.frequency is None and self.domain not in EVENT_DOMAINS:
+        if self.frequency is None and self.domain not in EVENT_DOMAINS + CALENDAR_DOMAINS:
             raise InputError(
                 f"Card {self.path or self.name}: frequency is required for {self.domain} data "
                 "(e.g. frequency: 5min)."

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from stgraph.data.adapters import ADAPTERS, RawDataset
+from stgraph.data.adapters.prices import is_price_table, open_price_table
 from stgraph.data.adapters.tabular import open_file_dataset
 from stgraph.data.cards import cards_dir, load_card
 from stgraph.data.download import ensure_files
@@ -26,7 +27,9 @@ def open_dataset(
     """Load a dataset from a shipped card name (``"metr-la"``) or a user file path.
 
     Args:
-        spec: a card name in ``datasets/``, or the path of a CSV/Parquet file.
+        spec: a card name in ``datasets/``, or the path of a CSV/Parquet file. A file whose
+            header has ticker and close columns is read as a long price table (a trading-calendar
+            series, `open_price_table`).
         data_dir: folder holding the card's files directly (``--data-dir``); default
             ``$STGRAPH_DATA_DIR/<name>`` or the user cache (see `resolve_data_dir`).
         download: fetch missing files from the card's URLs.
@@ -41,6 +44,13 @@ def open_dataset(
     # A card name wins over a same-named folder in the working directory (`--data-dir metr-la`).
     is_card = "/" not in spec and (cards_dir() / f"{spec}.yaml").is_file()
     if not is_card and (Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES)):
+        if Path(spec).expanduser().is_file() and is_price_table(Path(spec).expanduser()):
+            if graph is not None or freq is not None:
+                raise InputError(
+                    f"{spec} is a price table (ticker and close columns): its calendar is its "
+                    "trading days, so --freq does not apply, nor --graph yet."
+                )
+            return open_price_table(spec)
         return open_file_dataset(spec, graph=graph, freq=freq, null_value=null_value or "nan")
     if graph is not None or freq is not None:
         raise InputError(
