@@ -30,6 +30,15 @@ def test_non_causal_split_equals_pywt(name: str, level: int, mode: str, steps: i
     np.testing.assert_allclose((got_low + got_high).numpy(), x, atol=1e-12)
 
 
+def test_stockformer_target_window_of_two_days() -> None:
+    # Stockformer also splits its 2-day target window (sym2, level 1, zero mode).
+    y = np.random.default_rng(1).normal(size=(5, 2))
+    ca, cd = pywt.dwt(y, "sym2", mode="zero")
+    low, high = WaveletSplit("sym2", 1, causal=False, time_dim=-1)(torch.tensor(y))
+    np.testing.assert_allclose(low.numpy(), pywt.idwt(ca, None, "sym2", mode="zero")[:, :2])
+    np.testing.assert_allclose(high.numpy(), pywt.idwt(None, cd, "sym2", mode="zero")[:, :2])
+
+
 def test_shapes_follow_time_dim_and_no_parameters() -> None:
     split = WaveletSplit("sym2", 1, causal=False, time_dim=1)
     x = torch.randn(2, 20, 5, 3)
