@@ -23,8 +23,9 @@ stocks would be 3.6 GB, which is why it is built per batch. `alpha158_subset` ho
 float32 (2,500 x 1,000 x 38 = 380 MB) and a few ``T * N`` float64 temporaries.
 
 Measured on this project's CPU (one thread, 2,500 days x 1,000 stocks, 2% of days missing):
-`alpha360` of 32 days 0.12 s (0.27 s on the first call), peak 191 MB traced; `alpha158_subset` 4.3 s, peak 954 MB traced;
-the robust z-score of its output 11 s (a sort per day and feature); `qlib_labels` 0.02 s.
+`alpha360` of 32 days 0.12 s (0.27 s on the first call), peak 191 MB traced;
+`alpha158_subset` 4.3 s, peak 954 MB traced; the robust z-score of its output 11 s (a sort per
+day and feature); `qlib_labels` 0.02 s.
 """
 
 from __future__ import annotations
