@@ -22,7 +22,7 @@ def print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def score_table(result: dict[str, Any]) -> list[str]:
-    """``stgraph job score``: the realised MAE and the scored rows per horizon step."""
+    """``stgraph job score``: the realised error and the scored rows per horizon step."""
     lines = [
         f"job {result['job']}: {result['scored_rows']} of {result['forecast_rows']} forecast "
         f"rows scored, from {result['forecast_files']} files ({result['output']}); MLflow run "
@@ -31,7 +31,7 @@ def score_table(result: dict[str, Any]) -> list[str]:
     if not result["mae_by_horizon"]:
         lines.append("  no forecast has actuals yet: nothing to score")
         return lines
-    lines.append(f"  {'horizon':>7} {'mae':>10} {'rows':>8}")
+    lines.append(f"  {'horizon':>7} {result.get('error', 'mae'):>10} {'rows':>8}")
     for horizon, mae in result["mae_by_horizon"].items():
         rows = result["rows_by_horizon"][horizon]
         lines.append(f"  {horizon:>7} {mae:>10.4f} {rows:>8}")

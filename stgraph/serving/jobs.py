@@ -223,11 +223,13 @@ def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.Data
 
 
 def score_job(name: str) -> dict[str, Any]:
-    """Join past forecasts with the actuals that have arrived; log the realised MAE to MLflow.
+    """Join past forecasts with the actuals that have arrived; log the realised error to MLflow.
 
-    Metrics: ``realised_mae_h{h}`` per horizon step, ``realised_mae`` over all steps, and
-    ``realised_mae_by_as_of`` as a series over the forecast times (step = minutes since the
-    epoch), where drift shows as a trend.
+    The error is the predictor's ``error_name`` (``mae`` for a forecast; ``miss@1``, 1 - hit@1,
+    for next-location; ``miss_at1`` in MLflow, whose names allow no ``@``). Metrics: ``realised_{error}_h{h}`` per horizon step, ``realised_{error}``
+    over all steps, and ``realised_{error}_by_as_of`` as a series over the forecast times
+    (step = minutes since the epoch), where drift shows as a trend. The result's keys keep the
+    ``mae`` names for every task; ``error`` names what they hold.
     """
     started = time.perf_counter()
     spec = load_job(name)
@@ -238,6 +240,7 @@ def score_job(name: str) -> dict[str, Any]:
     by_as_of = joined.groupby("as_of")["error"].mean()
     result = {
         "job": spec.name,
+        "error": model.predictor.error_name,
         "output": str(output_pattern(spec)),
         "forecast_files": files,
         "forecast_rows": len(forecasts),
@@ -255,6 +258,7 @@ def _log_scores(spec, model, result, by_horizon, by_as_of, started) -> str:
     from mlflow.entities import Metric
 
     from stgraph import __version__
+    from stgraph.metrics import mlflow_key
     from stgraph.tracking.tracker import Tracker
 
     with Tracker(spec.experiment, f"score {spec.name}") as tracker:
@@ -266,15 +270,16 @@ def _log_scores(spec, model, result, by_horizon, by_as_of, started) -> str:
             "forecast_files": result["forecast_files"],
             "duration_seconds": time.perf_counter() - started,
         }
+        error = mlflow_key(result["error"])  # MLflow names allow no "@"
         if result["realised_mae"] is not None:
-            metrics["realised_mae"] = result["realised_mae"]
+            metrics[f"realised_{error}"] = result["realised_mae"]
         metrics.update(
-            {f"realised_mae_h{h}": float(row["mean"]) for h, row in by_horizon.iterrows()}
+            {f"realised_{error}_h{h}": float(row["mean"]) for h, row in by_horizon.iterrows()}
         )
         mlflow.log_metrics(metrics)
         series = [
             Metric(
-                "realised_mae_by_as_of",
+                f"realised_{error}_by_as_of",
                 float(mae),
                 int(pd.Timestamp(stamp).timestamp() * 1000),
                 int(pd.Timestamp(stamp).timestamp() // 60),
@@ -284,8 +289,8 @@ def _log_scores(spec, model, result, by_horizon, by_as_of, started) -> str:
         ]
         if series:
             mlflow.MlflowClient().log_batch(tracker.run_id, metrics=series)
-        table = by_horizon.rename(columns={"mean": "mae", "count": "rows"}).reset_index()
-        mlflow.log_text(table.to_csv(index=False), "scores/mae_by_horizon.csv")
+        table = by_horizon.rename(columns={"mean": error, "count": "rows"}).reset_index()
+        mlflow.log_text(table.to_csv(index=False), f"scores/{error}_by_horizon.csv")
         mlflow.set_tags(
             {"stgraph.version": __version__, "stgraph.kind": "score", "stgraph.job": spec.name}
         )

@@ -143,6 +143,9 @@ class Predictor(ABC):
     and score predictions of every task alike.
     """
 
+    #: what `realised_errors` measures, in metric names (``mae``: absolute error)
+    error_name: ClassVar[str] = "mae"
+
     @property
     @abstractmethod
     def rows_per_prediction(self) -> int:

@@ -228,3 +228,32 @@ def test_fit_run_holds_the_report_and_the_validation_curve(fitted, tmp_path):
     # the test table's top location is the prediction's: rank 1 is a hit exactly when listed
     hits = per_sample["location"] == per_sample["target"]
     assert (hits.to_numpy() == (rank == 1)).all()
+
+
+def test_a_next_location_job_runs_and_scores_miss_at_1(store, fitted, tmp_path):
+    """A job definition for a next-location model: one tick from a check-in history, then
+    `job score` against each user's next check-in (error 1 - hit@1, named miss@1)."""
+    log = fitted["log"]
+    users = [str(u) for u in np.asarray(log.users)[np.unique(log.user)[[3, 9, 27]]]]
+    history = _events(log, users)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    # The tick: before each user's last three check-ins, so every user has a next one.
+    as_of = history.groupby("user")["timestamp"].apply(lambda t: t.iloc[-4]).min()
+    job = tmp_path / "checkins.yaml"
+    job.write_text(
+        f"model_uri: models:/{NAME}@prod\ninput: {tmp_path / 'history.csv'}\n"
+        f"output: {tmp_path / 'out'}/{{as_of}}.parquet\nfrequency: 1D\nexperiment: mob-jobs\n"
+    )
+    ran = _main_json(["job", "run", str(job), "--as-of", str(as_of)])
+    [written] = ran["written"]
+    table = pd.read_parquet(written["output"])
+    score = _main_json(["job", "score", str(job)])
+    assert score["error"] == "miss@1" and score["scored_rows"] == len(users)
+    # By hand: each user's top location against their first check-in after their as_of.
+    misses = []
+    for user, rows in table[table["rank"] == 1].groupby("user"):
+        later = history[(history["user"] == user) & (history["timestamp"] > rows["as_of"].iloc[0])]
+        misses.append(float(rows["location"].iloc[0] != later["location"].iloc[0]))
+    assert score["mae_by_horizon"]["1"] == pytest.approx(np.mean(misses))
+    run = mlflow.get_run(score["run_id"])
+    assert run.data.metrics["realised_miss_at1"] == pytest.approx(np.mean(misses))

@@ -48,6 +48,8 @@ class NextLocationPredictor(Predictor):
     known: ``error`` is ``1 - hit@1`` (0 when the top location was right, else 1).
     """
 
+    error_name = "miss@1"
+
     id_columns = ("user", "location")
 
     def __init__(self, state: dict[str, Any], model: torch.nn.Module) -> None:
