@@ -225,11 +225,12 @@ def _past_forecasts(spec: JobSpec, id_columns: tuple[str, ...]) -> tuple[pd.Data
 def score_job(name: str) -> dict[str, Any]:
     """Join past forecasts with the actuals that have arrived; log the realised error to MLflow.
 
-    The error is the predictor's ``error_name`` (``mae`` for a forecast; ``miss@1``, 1 - hit@1,
-    for next-location; ``miss_at1`` in MLflow, whose names allow no ``@``). Metrics: ``realised_{error}_h{h}`` per horizon step, ``realised_{error}``
-    over all steps, and ``realised_{error}_by_as_of`` as a series over the forecast times
-    (step = minutes since the epoch), where drift shows as a trend. The result's keys keep the
-    ``mae`` names for every task; ``error`` names what they hold.
+    The error is the predictor's ``error_name``: ``mae`` for a forecast, ``miss@1`` (1 - hit@1)
+    for next-location, written ``miss_at1`` in MLflow, whose names allow no ``@``. Metrics:
+    ``realised_{error}_h{h}`` per horizon step, ``realised_{error}`` over all steps, and
+    ``realised_{error}_by_as_of`` as a series over the forecast times (step = minutes since the
+    epoch), where drift shows as a trend. The result's keys keep the ``mae`` names for every
+    task; its ``error`` names what they hold.
     """
     started = time.perf_counter()
     spec = load_job(name)
