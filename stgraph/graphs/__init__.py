@@ -1,4 +1,5 @@
-"""Graphs: the `Graph` type, builders from raw inputs, normalisations and dataset recipes.
+"""Graphs: the `Graph` type, builders from raw inputs, normalisations and dataset recipes; the
+mobility (`mobility`) and stock (`stocks`) builders.
 
 The names below are imported on first use (PEP 562): the builders and normalisations pull in
 torch_geometric and scipy (about 1.5 s), which loading a trained model to forecast never needs.
@@ -25,6 +26,12 @@ _WHERE = {
     "GRAPH_RECIPES": "recipes",
     "build_graph": "recipes",
     "masked_correlation": "recipes",
+    "cooccurrence_graph": "mobility",
+    "membership_graph": "mobility",
+    "radius_graph": "mobility",
+    "correlation_topk_graph": "stocks",
+    "netmf_embedding": "stocks",
+    "sector_graph": "stocks",
 }
 
 __all__ = [
@@ -32,14 +39,20 @@ __all__ = [
     "Graph",
     "build_graph",
     "chebyshev_basis",
+    "cooccurrence_graph",
+    "correlation_topk_graph",
     "from_adjacency",
     "from_edge_list",
     "gaussian_kernel",
     "knn_graph",
     "laplacian_eigenvectors",
     "masked_correlation",
+    "membership_graph",
+    "netmf_embedding",
+    "radius_graph",
     "random_walk_norm",
     "scaled_laplacian",
+    "sector_graph",
     "stgcn_kernel",
     "symmetric_norm",
     "to_distance_matrix",
@@ -69,6 +82,7 @@ if TYPE_CHECKING:
         to_distance_matrix,
     )
     from stgraph.graphs.graph import Graph
+    from stgraph.graphs.mobility import cooccurrence_graph, membership_graph, radius_graph
     from stgraph.graphs.normalize import (
         chebyshev_basis,
         laplacian_eigenvectors,
@@ -77,3 +91,4 @@ if TYPE_CHECKING:
         symmetric_norm,
     )
     from stgraph.graphs.recipes import GRAPH_RECIPES, build_graph, masked_correlation
+    from stgraph.graphs.stocks import correlation_topk_graph, netmf_embedding, sector_graph
