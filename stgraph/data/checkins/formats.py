@@ -241,6 +241,22 @@ def _read_csv(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
     return frame
 
 
+def _read_columns(
+    path: Path,
+    columns: tuple[str, ...],
+    what: str,
+    coords: tuple[str, str],
+    limits: tuple[float, float] = (90.0, 180.0),
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A CSV of ``columns``: its integer columns by name, then latitude and longitude checked
+    (``limits``: their largest magnitudes)."""
+    frame = _read_csv(path, columns, what)
+    ints = {c: numbers(frame, c, path, 2, integer=True) for c in columns if c not in coords}
+    lat, lon = (numbers(frame, c, path, 2) for c in coords)
+    check_coords(lat, lon, path, 2, limits=limits)
+    return ints, lat, lon
+
+
 def _in_range(values: np.ndarray, low: int, high: int, column: str, path: Path) -> None:
     outside = (values < low) | (values > high)
     if outside.any():
@@ -259,14 +275,7 @@ def read_trajgan(paths: Sequence[str | Path], name: str | None = None) -> EventL
     """
     frames, what = [], "LSTM-TrajGAN check-in file"
     for path in map(Path, paths):
-        frame = _read_csv(path, TRAJGAN_COLUMNS, what)
-        ints = {
-            c: numbers(frame, c, path, 2, integer=True)
-            for c in TRAJGAN_COLUMNS
-            if c not in ("lat", "lon")
-        }
-        lat, lon = numbers(frame, "lat", path, 2), numbers(frame, "lon", path, 2)
-        check_coords(lat, lon, path, 2)
+        ints, lat, lon = _read_columns(path, TRAJGAN_COLUMNS, what, ("lat", "lon"))
         _in_range(ints["day"], 0, 6, "day", path)
         _in_range(ints["hour"], 0, 23, "hour", path)
         frames.append(pd.DataFrame({**ints, "lat": lat, "lon": lon}).assign(file=path.name))
@@ -326,14 +335,8 @@ def read_llmmob(paths: Sequence[str | Path], name: str | None = None) -> EventLo
     """
     frames, what = [], "LLM-Mob check-in file"
     for path in map(Path, paths):
-        frame = _read_csv(path, LLMMOB_COLUMNS, what)
-        ints = {
-            c: numbers(frame, c, path, 2, integer=True)
-            for c in LLMMOB_COLUMNS
-            if c not in ("latitude", "longitude")
-        }
-        lat, lon = numbers(frame, "latitude", path, 2), numbers(frame, "longitude", path, 2)
-        check_coords(lat, lon, path, 2, limits=(1.0, 1.0))
+        coords = ("latitude", "longitude")
+        ints, lat, lon = _read_columns(path, LLMMOB_COLUMNS, what, coords, limits=(1.0, 1.0))
         _in_range(ints["start_min"], 0, 1439, "start_min", path)
         _in_range(ints["weekday"], 0, 6, "weekday", path)
         _in_range(ints["start_day"], 0, 1 << 20, "start_day", path)

@@ -94,13 +94,7 @@ def acc_by_k_figure(table: pd.DataFrame, max_k: int, title: str):
             values = (rank[mask][:, None] <= ks[None, :]).mean(0)
             axis.plot(ks, values, marker="o", markersize=3, label=f"{label} (n={mask.sum()})")
     axis.set_xlabel("k (locations listed)")
-    axis.set_ylabel("Acc@k")
-    axis.set_ylim(0, 1)
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    return figure
+    return _finish(figure, axis, "Acc@k", title)
 
 
 def history_bins(history: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -123,7 +117,12 @@ def history_figure(table: pd.DataFrame, ks: tuple[int, ...], title: str):
         axis.plot(present, hits[present] / counts[present], marker="o", label=f"Acc@{k}")
     axis.set_xticks(present, [f"{labels[b]}\n(n={counts[b]})" for b in present], fontsize=7)
     axis.set_xlabel("check-ins in the input history")
-    axis.set_ylabel("accuracy")
+    return _finish(figure, axis, "accuracy", title)
+
+
+def _finish(figure, axis, ylabel: str, title: str):
+    """An accuracy plot's shared frame: the [0, 1] axis, its title, grid and legend."""
+    axis.set_ylabel(ylabel)
     axis.set_ylim(0, 1)
     axis.set_title(title)
     axis.grid(alpha=0.3)
