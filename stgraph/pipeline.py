@@ -70,6 +70,22 @@ def pipeline_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _layer(data: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` merged over ``data`` key by key, except that a layer that changes the LR
+    scheduler does not inherit the old scheduler's parameters."""
+    scheduler = (layer.get("train") or {}).get("scheduler")
+    return deep_merge(_without_other_schedule(data, scheduler), layer)
+
+
+def _without_other_schedule(data: dict[str, Any], scheduler: str | None) -> dict[str, Any]:
+    """``data`` without ``train.scheduler_params`` when ``scheduler`` replaces its scheduler:
+    one schedule's parameters (cosine's T_max) mean nothing to another (StepLR's step_size)."""
+    train = data.get("train") or {}
+    if scheduler is None or scheduler == train.get("scheduler", "none"):
+        return data
+    return {**data, "train": {k: v for k, v in train.items() if k != "scheduler_params"}}
+
+
 def _read_pipeline(path: Path) -> dict[str, Any]:
     """A pipeline file, on top of the one its ``extends:`` names (shared by a dataset family)."""
     data = read_yaml_mapping(path, "Pipeline")
@@ -79,7 +95,7 @@ def _read_pipeline(path: Path) -> dict[str, Any]:
     base = pipeline_path(parent)
     if base is None:
         raise InputError(f"Pipeline {path}: extends '{parent}', which is not in pipelines/.")
-    return deep_merge(_read_pipeline(base), data)
+    return _layer(_read_pipeline(base), data)
 
 
 def resolve_config(
@@ -100,7 +116,7 @@ def resolve_config(
     if path is not None:
         data = deep_merge(_read_pipeline(path), data)
     if config_file:
-        data = deep_merge(data, read_yaml_mapping(Path(config_file), "Config file"))
+        data = _layer(data, read_yaml_mapping(Path(config_file), "Config file"))
     if task and task != data.get("task", {}).get("name", TaskSection.name):
         # Another task: the pipeline's task settings, model and presets were not for it.
         data = {"data": data.get("data", {}), "task": {"name": task}}
@@ -111,13 +127,14 @@ def resolve_config(
     if model and model != data.get("model", {}).get("name"):
         data["model"] = {"name": model}  # another model: the pipeline's params were not for it
     if name in presets:
-        data = deep_merge(data, presets[name])
-    for assignment in assignments or []:
-        key, value = parse_assignment(assignment)
+        data = _layer(data, presets[name])
+    settings = [parse_assignment(a) for a in assignments or []]
+    settings += [(k, v) for k, v in (flags or {}).items() if v is not None]
+    for key, value in settings:
+        if key == "train.scheduler":
+            data = _without_other_schedule(data, value)
+    for key, value in settings:
         set_path(data, key, value)
-    for key, value in (flags or {}).items():
-        if value is not None:
-            set_path(data, key, value)
     config = from_dict(FitConfig, data)
     # Typos and bad values fail here, before any data is read; the resolved settings (defaults
     # included) are what MLflow logs and the bundle keeps.

@@ -125,3 +125,18 @@ def test_every_shipped_pipeline_resolves_for_every_model_of_its_task():
                 build_scheduler(train.scheduler, probe, dict(train.scheduler_params))
             checked += 1
     assert checked >= 40
+
+
+def test_a_new_scheduler_does_not_inherit_the_old_ones_parameters():
+    # los-loop's sttn preset: cosine with T_max 40; StepLR takes no T_max.
+    step = resolve_config(
+        "los-loop", assignments=["train.scheduler=step", "train.scheduler_params.step_size=5"]
+    )
+    assert step.train.scheduler == "step" and step.train.scheduler_params == {"step_size": 5}
+    # The order of the assignments does not matter; the same scheduler keeps its parameters.
+    step = resolve_config(
+        "los-loop", assignments=["train.scheduler_params.step_size=5", "train.scheduler=step"]
+    )
+    assert step.train.scheduler_params == {"step_size": 5}
+    cosine = resolve_config("los-loop", assignments=["train.scheduler=cosine"])
+    assert cosine.train.scheduler_params == {"T_max": 40, "eta_min": 1.0e-5}
