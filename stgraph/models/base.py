@@ -24,6 +24,7 @@ from stgraph.data.views import TrainView
 from stgraph.errors import InputError
 from stgraph.registry import Registry
 from stgraph.tasks.base import ModelContext
+from stgraph.tasks.cross_section.batch import StockContext
 from stgraph.tasks.forecast.batch import ForecastContext
 from stgraph.tasks.next_location.batch import MobilityContext
 
@@ -62,6 +63,14 @@ class NextLocationModel(Model):
 
     task = "next-location"
     context: MobilityContext
+
+
+class CrossSectionModel(Model):
+    """Base class of cross-section models (`stgraph.tasks.cross_section`): ``forward`` takes
+    `CrossSectionInputs` and returns a `CrossSectionOutput`."""
+
+    task = "cross-section"
+    context: StockContext
 
 
 MODELS: Registry[type[Model]] = Registry("model", packages=("stgraph.models",))
