@@ -10,6 +10,11 @@ A day contributes only when its correlations are defined: at least ``min_stocks`
 observed stocks, and neither the predictions nor the returns all equal among them. An all-masked
 day, a day with one stock or a day of constant predictions contributes nothing (it is neither a 0
 nor a 1 in the mean). Non-finite values count as unobserved.
+
+`DirectionMetrics` scores up/down calls cell by cell (a stock on a date): the accuracy, next to the
+two numbers it must be read against, the majority-class rate (what always calling the more common
+direction scores) and the balanced accuracy (the mean of the recalls on up and on down, which is
+0.5 for any constant call).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 
 # State entries: defined days, sum and sum of squares of the IC, of the RankIC.
 _DAYS, _IC, _IC_SQ, _RANK_IC, _RANK_IC_SQ = range(5)
+# Direction counts: scored cells, cells up, cells called up, cells up and called up, correct calls.
+_CELLS, _UP, _CALLED_UP, _TRUE_UP, _CORRECT = range(5)
 
 
 class DailyICMetrics:
@@ -93,6 +100,72 @@ class DailyICMetrics:
             results[f"{name}ir"] = mean / std if std > 0 else math.nan
         results["ic_days"] = days
         return results
+
+
+class DirectionMetrics:
+    """Accuracy of up/down calls with its majority-class and balanced baselines, as counts."""
+
+    def __init__(self) -> None:
+        self._sums = torch.zeros(5, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(
+        self, predicted_up: torch.Tensor, up: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """Add cells: ``predicted_up`` (the call) and ``up`` (the realised direction), bool or
+        0/1, and ``mask`` (True where the cell is scored; default: all), of one shape, any
+        number of dimensions. Non-finite values count as unscored (a NaN label is unknown)."""
+        if predicted_up.shape != up.shape or (mask is not None and mask.shape != up.shape):
+            raise ValueError(
+                f"predicted_up, up and mask must have one shape, got {tuple(predicted_up.shape)}, "
+                f"{tuple(up.shape)} and {None if mask is None else tuple(mask.shape)}."
+            )
+        call, truth = predicted_up.to(torch.float64), up.to(torch.float64)
+        scored = call.isfinite() & truth.isfinite()
+        if mask is not None:
+            scored &= mask.to(torch.bool)
+        call, truth = call[scored], truth[scored]
+        for name, values in (("predicted_up", call), ("up", truth)):
+            if bool(((values != 0) & (values != 1)).any()):
+                raise ValueError(f"{name} must be bool or 0/1 where scored (threshold it first).")
+        sums = torch.stack(
+            [
+                torch.tensor(float(truth.numel()), dtype=torch.float64, device=truth.device),
+                truth.sum(),
+                call.sum(),
+                (call * truth).sum(),
+                (call == truth).sum().to(torch.float64),
+            ]
+        )
+        self._sums += sums.cpu()
+
+    def state(self) -> torch.Tensor:
+        """The accumulated counts as one tensor, for an all-reduce across processes."""
+        return self._sums.clone()
+
+    def load_state(self, state: torch.Tensor) -> None:
+        self._sums = state.detach().to("cpu", torch.float64).reshape(5).clone()
+
+    def compute(self) -> dict[str, float]:
+        """``accuracy``, ``majority_rate`` (the share of the more common realised direction),
+        ``balanced_accuracy`` (the mean recall over the directions that occur, as scikit-learn's
+        ``balanced_accuracy_score``), ``up_rate`` (the share called up), ``label_up_rate`` (the
+        share realised up) and ``direction_cells`` (cells scored). NaN without a scored cell."""
+        cells, up, called_up, true_up, correct = (float(v) for v in self._sums)
+        if not cells:
+            nan = math.nan
+            keys = ("accuracy", "majority_rate", "balanced_accuracy", "up_rate", "label_up_rate")
+            return {**dict.fromkeys(keys, nan), "direction_cells": 0.0}
+        down, true_down = cells - up, correct - true_up
+        recalls = [hit / total for hit, total in ((true_up, up), (true_down, down)) if total]
+        return {
+            "accuracy": correct / cells,
+            "majority_rate": max(up, down) / cells,
+            "balanced_accuracy": sum(recalls) / len(recalls),
+            "up_rate": called_up / cells,
+            "label_up_rate": up / cells,
+            "direction_cells": cells,
+        }
 
 
 def _varies(values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

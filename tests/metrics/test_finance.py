@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from stgraph.metrics import DailyICMetrics, SplitMetrics
+from stgraph.metrics import DailyICMetrics, DirectionMetrics, SplitMetrics
 
 NAN = math.nan
 
@@ -146,3 +146,76 @@ def test_bad_arguments_are_rejected():
         DailyICMetrics(min_stocks=1)
     with pytest.raises(ValueError, match="one shape"):
         DailyICMetrics().update(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+# Directional calls: 3 dates x 4 stocks, the last cell of date 2 masked (11 scored cells).
+CALLED = [[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]]
+WENT_UP = [[1, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]]
+SCORED = [[True] * 4, [True, True, True, False], [True] * 4]
+# Correct: 3 + 2 + 2 = 7 of 11. Up: 2 + 2 + 2 = 6, down 5 (majority: up, 6/11).
+# Called up and up: 2 + 1 + 1 = 4 (recall on up 4/6); called down and down: 7 - 4 = 3 (recall
+# on down 3/5); balanced = (4/6 + 3/5) / 2 = 0.6333. Called up: 3 + 1 + 2 = 6 of 11.
+DIRECTION = {
+    "accuracy": 7 / 11,
+    "majority_rate": 6 / 11,
+    "balanced_accuracy": (4 / 6 + 3 / 5) / 2,
+    "up_rate": 6 / 11,
+    "label_up_rate": 6 / 11,
+    "direction_cells": 11.0,
+}
+
+
+def _calls(called, went_up, scored):
+    return torch.tensor(called, dtype=torch.bool), torch.tensor(went_up), torch.tensor(scored)
+
+
+def test_direction_metrics_by_hand_and_against_scikit_learn():
+    m = DirectionMetrics()
+    m.update(*_calls(CALLED, WENT_UP, SCORED))
+    assert m.compute() == pytest.approx(DIRECTION, rel=1e-12)
+    metrics = pytest.importorskip("sklearn.metrics")
+    keep = np.array(SCORED)
+    truth, call = np.array(WENT_UP)[keep], np.array(CALLED)[keep]
+    assert m.compute()["balanced_accuracy"] == pytest.approx(
+        metrics.balanced_accuracy_score(truth, call), rel=1e-12
+    )
+    assert m.compute()["accuracy"] == pytest.approx(metrics.accuracy_score(truth, call))
+
+
+def test_direction_state_of_two_shards_sums_to_the_whole():
+    a, b = DirectionMetrics(), DirectionMetrics()
+    a.update(*_calls(CALLED[:1], WENT_UP[:1], SCORED[:1]))
+    b.update(*_calls(CALLED[1:], WENT_UP[1:], SCORED[1:]))
+    union = DirectionMetrics()
+    union.load_state(a.state() + b.state())
+    assert union.compute() == pytest.approx(DIRECTION, rel=1e-12)
+    assert isinstance(union, SplitMetrics)
+
+
+def test_direction_constant_calls_score_half_balanced_and_nan_labels_are_unscored():
+    # Always "up" on 4 cells, 1 of them up: accuracy 1/4 = the up share, balanced 0.5.
+    m = DirectionMetrics()
+    m.update(torch.ones(2, 2, 1), torch.tensor([[[1.0], [0.0]], [[0.0], [0.0]]]))
+    r = m.compute()
+    assert r["accuracy"] == 0.25 and r["balanced_accuracy"] == 0.5 and r["up_rate"] == 1.0
+    assert r["majority_rate"] == 0.75
+    # A NaN label is unknown: the cell is not scored.
+    m = DirectionMetrics()
+    m.update(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([1.0, NAN, 0.0]))
+    assert m.compute()["direction_cells"] == 2 and m.compute()["accuracy"] == 0.5
+    # One realised direction only: the mean recall over the directions that occur.
+    m = DirectionMetrics()
+    m.update(torch.tensor([True, False]), torch.tensor([True, True]))
+    assert m.compute()["balanced_accuracy"] == 0.5
+
+
+def test_direction_empty_is_nan_and_bad_input_is_rejected():
+    m = DirectionMetrics()
+    m.update(*_calls(CALLED, WENT_UP, [[False] * 4] * 3))
+    r = m.compute()
+    assert r["direction_cells"] == 0
+    assert all(math.isnan(v) for key, v in r.items() if key != "direction_cells")
+    with pytest.raises(ValueError, match="one shape"):
+        m.update(torch.zeros(2, 3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="predicted_up must be bool or 0/1"):
+        m.update(torch.tensor([0.3, 0.9]), torch.tensor([0.0, 1.0]))
