@@ -13,46 +13,14 @@ Run: ``.venv/bin/python benchmarks/bench_hgarn.py [--epochs 2] [--models hgarn,h
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from fit_probe import probe_fit
 
 DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "mobility" / "foursquare-nyc-trajgan"
 )
-
-
-def _fit(model: str, epochs: int, folder: Path) -> tuple[dict, float, float]:
-    """The fit's JSON summary, its wall seconds and its peak RSS in GB (a fresh process)."""
-    env = {
-        **os.environ,
-        "STGRAPH_HOME": str(folder / "home"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-    }
-    command = [
-        *(sys.executable, "-m", "stgraph", "fit", "foursquare-nyc-trajgan"),
-        *("--data-dir", str(DATA), "--model", model, "--epochs", str(epochs), "--json", "--quiet"),
-    ]
-    began = time.perf_counter()
-    # Each model in its own wrapper process, so that RUSAGE_CHILDREN holds that fit's peak alone.
-    probe = (
-        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], "
-        "capture_output=True, text=True); sys.stderr.write(done.stderr); "
-        "print(done.stdout.strip().splitlines()[-1] if done.returncode == 0 else ''); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, *command], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - began
-    lines = done.stdout.strip().splitlines()
-    if len(lines) < 2 or not lines[0]:
-        raise SystemExit(f"{model}: the fit failed:\n{done.stderr[-2000:]}")
-    return json.loads(lines[0]), wall, int(lines[1]) / 1024**2  # KiB -> GB
 
 
 def main() -> None:
@@ -67,7 +35,8 @@ def main() -> None:
           f"{'peak RSS GB':>11} {'test acc@1':>10} {'test mrr':>8}")  # fmt: skip
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory(prefix="bench-hgarn-") as tmp:
-            summary, wall, peak = _fit(model, args.epochs, Path(tmp))
+            arguments = ["foursquare-nyc-trajgan", "--data-dir", str(DATA), "--model", model]
+            summary, wall, peak = probe_fit([*arguments, "--epochs", str(args.epochs)], Path(tmp))
         test = summary["test"]
         print(
             f"{model:<16} {summary['parameters']:>10,} {summary['seconds_per_epoch']:>8.1f} "

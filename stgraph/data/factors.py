@@ -39,6 +39,9 @@ from stgraph.errors import InputError
 ALPHA360_LAGS = 60
 ALPHA360_FIELDS = ("close", "open", "high", "low", "vwap", "volume")
 ALPHA158_WINDOWS = (5, 10, 20, 30, 60)
+# Up to this many entries a [T, N, F] z-score runs in one go (a batch's factors); above, one
+# feature at a time keeps the float64 temporaries at [T, N].
+_ZSCORE_AT_ONCE = 1 << 23
 
 
 def _check_shapes(fields: dict[str, np.ndarray | None], mask: np.ndarray) -> None:
@@ -242,30 +245,33 @@ def cross_sectional_zscore(
     mask: torch.Tensor | np.ndarray,
     robust: bool = False,
     clip: float | None = 3.0,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Per-day z-scores over that day's observed stocks, for ``values`` ``[T, N]`` or ``[T, N, F]``.
 
     ``robust=False``: ``(x - mean) / std`` (population std, Qlib's ``CSZScoreNorm``).
     ``robust=True``: ``(x - median) / (1.4826 * MAD)`` (Qlib's ``RobustZScoreNorm``, applied per
     day). Either is then clipped to ``[-clip, clip]`` unless ``clip`` is None. A day with fewer than
-    two observed stocks or no spread gives 0; unobserved entries give 0.
+    two observed stocks or no spread gives 0; unobserved entries give 0. ``dtype`` is the precision
+    of the arithmetic (float32 is three times faster on a batch of factors; the result is float32).
     """
     x = torch.as_tensor(values)
     m = torch.as_tensor(mask, dtype=torch.bool)
     if m.shape != x.shape:
         raise InputError(f"cross_sectional_zscore: mask {tuple(m.shape)} != {tuple(x.shape)}.")
-    if x.dim() == 3:  # one feature at a time: float64 temporaries of [T, N], not [T, N, F]
+    if x.dim() == 3 and x.numel() > _ZSCORE_AT_ONCE:
+        # One feature at a time keeps the float64 temporaries at [T, N], not [T, N, F].
         out = torch.empty(x.shape, dtype=torch.float32)
         for f in range(x.shape[2]):
-            out[:, :, f] = cross_sectional_zscore(x[:, :, f], m[:, :, f], robust, clip)
+            out[:, :, f] = cross_sectional_zscore(x[:, :, f], m[:, :, f], robust, clip, dtype)
         return out
-    x = x.to(torch.float64)
+    x = x.to(dtype)
     m = m & x.isfinite()
     if robust:
         centre = _masked_median(x, m)
         scale = 1.4826 * _masked_median((x - centre).abs(), m)
     else:
-        w = m.to(torch.float64)
+        w = m.to(dtype)
         n = w.sum(1, keepdim=True).clamp(min=1)
         filled = x.where(m, 0.0)
         centre = filled.sum(1, keepdim=True) / n

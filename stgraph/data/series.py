@@ -99,7 +99,8 @@ class Series:
             raise InputError(
                 f"{self.name}: {what} is undefined for a trading-calendar series (one row per "
                 "trading day, weekends and holidays absent). Tasks with regular grids (forecast) "
-                "do not accept it; trading_day_features(series.timestamps) gives day/month inputs."
+                "do not accept it: daily prices are read by the cross-section task "
+                "(`--task cross-section`)."
             )
 
     def slice_steps(self, start: int, stop: int) -> Series:

@@ -6,7 +6,12 @@ import dataclasses
 from pathlib import Path
 
 from stgraph.data.adapters import ADAPTERS, RawDataset
-from stgraph.data.adapters.prices import is_price_table, open_price_table
+from stgraph.data.adapters.prices import (
+    is_price_folder,
+    is_price_table,
+    open_price_folder,
+    open_price_table,
+)
 from stgraph.data.adapters.tabular import open_file_dataset
 from stgraph.data.cards import cards_dir, load_card
 from stgraph.data.download import ensure_files
@@ -29,7 +34,8 @@ def open_dataset(
     Args:
         spec: a card name in ``datasets/``, or the path of a CSV/Parquet file. A file whose
             header has ticker and close columns is read as a long price table (a trading-calendar
-            series, `open_price_table`).
+            series, `open_price_table`); a folder of per-ticker CSV files with a close column is
+            read as a price folder (`open_price_folder`).
         data_dir: folder holding the card's files directly (``--data-dir``); default
             ``$STGRAPH_DATA_DIR/<name>`` or the user cache (see `resolve_data_dir`).
         download: fetch missing files from the card's URLs.
@@ -44,6 +50,8 @@ def open_dataset(
     # A card name wins over a same-named folder in the working directory (`--data-dir metr-la`).
     is_card = "/" not in spec and (cards_dir() / f"{spec}.yaml").is_file()
     if not is_card and (Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES)):
+        if is_price_folder(Path(spec).expanduser()):
+            return open_price_folder(spec)
         if Path(spec).expanduser().is_file() and is_price_table(Path(spec).expanduser()):
             if graph is not None or freq is not None:
                 raise InputError(

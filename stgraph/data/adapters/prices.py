@@ -192,7 +192,13 @@ def load_price_folder(card: DatasetCard, data_dir: Path) -> RawDataset:
 
 def read_long_prices(path: Path) -> dict[str, pd.DataFrame]:
     """ticker -> frame by trading day, from one long table with a ticker column."""
-    tidy = tidy_prices(read_table(path, "price table"), path)
+    return long_price_frames(read_table(path, "price table"), path)
+
+
+def long_price_frames(frame: pd.DataFrame, path: Path | str) -> dict[str, pd.DataFrame]:
+    """ticker -> frame by trading day, from a long table already read (``path`` names it in
+    messages)."""
+    tidy = tidy_prices(frame, path)
     if "ticker" not in tidy.columns:
         raise InputError(f"{path}: a long price table needs a ticker (or symbol) column.")
     return {
@@ -235,3 +241,28 @@ def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
         options={"file": str(path), "adjust": adjust},
     )
     return load_price_long(card, path.parent)
+
+
+def is_price_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of per-ticker CSV files with a close column."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    first = next(iter(sorted(path.glob("*.csv"))), None)
+    return first is not None and "close" in header_fields(first)
+
+
+def open_price_folder(path: str | Path, adjust: bool = True) -> RawDataset:
+    """A user's folder of per-ticker CSV files (the ticker is the file name), as `load_price_folder`
+    reads a card's, with an in-memory ``price-folder`` card."""
+    path = Path(path).expanduser().resolve()
+    card = DatasetCard(
+        name=path.name,
+        format="price-folder",
+        files=(),
+        domain="finance",
+        target="close",
+        null_value="nan",
+        options={"adjust": adjust},
+    )
+    return load_price_folder(card, path)
