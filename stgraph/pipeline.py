@@ -7,6 +7,7 @@ from ``pipelines/``, then ``--config``, then ``--set``, then explicit flags); `f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -114,7 +115,8 @@ def resolve_config(
     data: dict[str, Any] = {"data": {"dataset": dataset}}
     path = pipeline_path(dataset)
     if path is not None:
-        data = deep_merge(_read_pipeline(path), data)
+        # A pipeline may name its dataset (a variant such as stocknet-rolling); else its own name.
+        data = deep_merge(data, _read_pipeline(path))
     if config_file:
         data = _layer(data, read_yaml_mapping(Path(config_file), "Config file"))
     if task and task != data.get("task", {}).get("name", TaskSection.name):
@@ -163,15 +165,20 @@ def prepare(config: FitConfig) -> Task:
 
 
 def fit(
-    config: FitConfig, resume_run_id: str | None = None, quiet: bool = False
+    config: FitConfig,
+    resume_run_id: str | None = None,
+    quiet: bool = False,
+    nested: bool = False,
 ) -> dict[str, Any] | None:
     """Train and evaluate one model; track everything in MLflow.
 
     Returns the run summary (``None`` on the non-zero ranks of a ``torchrun`` job, which neither
     track nor report). The epoch checkpoints under ``runs_dir()/RUN_ID`` are removed once the run
     has ended FINISHED (the model is in MLflow); a KILLED or FAILED run keeps them for
-    ``resume_run_id``.
+    ``resume_run_id``. With ``data.folds`` each fold is a fit of its own (`fit_folds`).
     """
+    if config.data.folds:
+        return fit_folds(config, resume_run_id, quiet)
     from stgraph.tracking.checkpoints import checkpoint_dir, remove_checkpoints
     from stgraph.tracking.store import runs_dir
     from stgraph.tracking.tracker import NullTracker, Tracker
@@ -199,7 +206,7 @@ def fit(
                     "`stgraph runs clean` removes those of stopped runs."
                 )
         tracker = (
-            Tracker(experiment, f"{config.model.name}-{name}", resume_run_id)
+            Tracker(experiment, f"{config.model.name}-{name}", resume_run_id, nested)
             if dist.is_main
             else NullTracker()
         )
@@ -250,6 +257,67 @@ def fit(
         if trainer is not None:
             trainer.close()  # before the process group goes: see Trainer.close
         distributed.shutdown(dist)
+
+
+def fit_folds(
+    config: FitConfig, resume_run_id: str | None = None, quiet: bool = False
+) -> dict[str, Any] | None:
+    """A rolling evaluation: one fit per entry of ``data.folds`` (merged over ``data.split``),
+    each a nested MLflow run under one parent run, which logs the mean and the standard
+    deviation over the folds of every test metric (``test_mean_rank_ic``, ``test_std_...``)."""
+    import numpy as np
+
+    from stgraph.tracking.tracker import Tracker
+
+    if resume_run_id is not None:
+        raise InputError("--resume continues one run; a rolling evaluation (data.folds) has many.")
+    if not all(isinstance(fold, dict) and fold for fold in config.data.folds):
+        raise InputError("data.folds must be a list of split overrides, e.g. {test_start: ...}.")
+    name = Path(config.data.dataset).stem
+    experiment = config.tracking.experiment or name
+    folds = [
+        dataclasses.replace(
+            config,
+            data=dataclasses.replace(
+                config.data, split=deep_merge(config.data.split, fold), folds=[]
+            ),
+        )
+        for fold in config.data.folds
+    ]
+    # The first fold's data and model, built before the parent run exists: bad settings fail
+    # without leaving a run behind (a later fold's empty split still fails inside it).
+    build_model(folds[0].model.name, folds[0].model.params, prepare(folds[0]).context)
+    summaries = []
+    with Tracker(experiment, f"{config.model.name}-{name}-rolling") as parent:
+        parent.log_config(to_dict(config))
+        for number, (fold, data) in enumerate(zip(config.data.folds, folds), start=1):
+            if not quiet:
+                print(
+                    f"stgraph: fold {number} of {len(config.data.folds)}: {fold}", file=sys.stderr
+                )
+            summary = fit(data, quiet=quiet, nested=True)
+            if summary is None:  # a non-zero torchrun rank
+                continue
+            summaries.append(summary)
+        if not summaries:
+            return None
+        tests = [s["test"] for s in summaries]
+        keys = [k for k in tests[0] if all(np.isfinite(t.get(k, np.nan)) for t in tests)]
+        mean = {k: float(np.mean([t[k] for t in tests])) for k in keys}
+        std = {
+            k: float(np.std([t[k] for t in tests], ddof=1)) if len(tests) > 1 else 0.0 for k in keys
+        }
+        parent.log_metrics(mean, prefix="test_mean_")
+        parent.log_metrics(std, prefix="test_std_")
+    return {
+        "run_id": parent.run_id,
+        "task": summaries[0]["task"],
+        "dataset": summaries[0]["dataset"],
+        "model": config.model.name,
+        "folds": summaries,
+        "test": mean,
+        "test_std": std,
+    }
 
 
 def _finish(

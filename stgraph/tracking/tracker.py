@@ -31,10 +31,18 @@ class Tracker:
         experiment: experiment name (created if missing).
         run_name: display name of a new run.
         resume_run_id: reopen this run instead of creating one.
+        nested: start the run inside the active one (a fold of a rolling evaluation).
     """
 
-    def __init__(self, experiment: str, run_name: str, resume_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str,
+        resume_run_id: str | None = None,
+        nested: bool = False,
+    ) -> None:
         self.uri = tracking_uri()
+        self.nested = nested
         self.experiment = experiment
         self.run_name = run_name
         self.resume_run_id = resume_run_id
@@ -54,7 +62,9 @@ class Tracker:
         else:
             experiment_id = experiment_id_of(mlflow.MlflowClient(self.uri), self.experiment)
             run = retry_transient(
-                lambda: mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name)
+                lambda: mlflow.start_run(
+                    experiment_id=experiment_id, run_name=self.run_name, nested=self.nested
+                )
             )
         self.run_id = run.info.run_id
         self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)

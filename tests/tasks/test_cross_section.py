@@ -230,3 +230,63 @@ def test_direction_comes_from_the_logits_or_the_sign() -> None:
     without = task.predict(CrossSectionOutput(score=score), batch)
     assert with_head.up.equal(score[:, 1] < 0)
     assert without.up.equal(score[:, 1] > 0)
+
+
+@pytest.mark.slow
+def test_rolling_folds_are_nested_runs_with_mean_and_std(tmp_path) -> None:
+    import mlflow
+
+    from stgraph.pipeline import fit, resolve_config
+    from tests.helpers import long_table
+
+    path = tmp_path / "prices.parquet"
+    long_table(price_series(days=160)).to_parquet(path)
+    folds = [
+        {"val_start": "2020-03-02", "test_start": "2020-04-01", "test_end": "2020-04-30"},
+        {"train_start": "2020-02-03", "val_start": "2020-04-01", "test_start": "2020-05-01"},
+    ]
+    config = resolve_config(
+        str(path),
+        model="momentum",
+        task="cross-section",
+        assignments=[
+            "task.params.top_k=2",
+            "task.params.window=5",
+            "task.params.embedding=none",
+            "model.params.lookback=5",
+        ],
+        flags={"data.folds": folds, "train.epochs": 1, "train.batch_size": 8},
+    )
+    summary = fit(config, quiet=True)
+    assert len(summary["folds"]) == 2
+    ranks = [fold["test"]["rank_ic"] for fold in summary["folds"]]
+    assert summary["test"]["rank_ic"] == pytest.approx(np.mean(ranks))
+    assert summary["test_std"]["rank_ic"] == pytest.approx(np.std(ranks, ddof=1))
+    client = mlflow.MlflowClient()
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.metrics["test_mean_rank_ic"] == pytest.approx(np.mean(ranks))
+    for fold in summary["folds"]:
+        child = client.get_run(fold["run_id"])
+        assert child.data.tags["mlflow.parentRunId"] == summary["run_id"]
+    test_days = [fold["test"]["days"] for fold in summary["folds"]]
+    assert test_days == [20, 71]  # April 2020 (22 weekdays less 2 target days); May to the end
+
+
+def test_split_dates_under_a_ratio_split_are_an_error() -> None:
+    stamps = pd.bdate_range("2020-01-01", periods=30)
+    with pytest.raises(InputError, match="split.test_start apply to split method 'date'"):
+        split_days(stamps, 3, 2, "ratio", test_start="2020-01-20")
+
+
+def test_train_start_drops_earlier_training_dates_only() -> None:
+    stamps = pd.bdate_range("2020-01-01", periods=40)
+    splits = split_days(
+        stamps,
+        3,
+        2,
+        "date",
+        val_start="2020-01-20",
+        test_start="2020-01-31",
+        train_start="2020-01-08",
+    )
+    assert splits.train[0] == 5  # 2020-01-08 is day 5; its inputs reach back to day 2

@@ -43,6 +43,7 @@ def split_days(
     val_start: str | None = None,
     test_start: str | None = None,
     test_end: str | None = None,
+    train_start: str | None = None,
     inside: bool = False,
 ) -> Splits:
     """Prediction dates of each split, by the split of their days.
@@ -55,29 +56,32 @@ def split_days(
 
     Args:
         method: ``ratio`` (the days cut by ``ratios``) or ``date`` (``val_start``, ``test_start``
-            and optionally ``test_end``, inclusive, as dates).
+            and optionally ``test_end``, inclusive, and ``train_start``, as dates: a rolling
+            fold; earlier days still serve as inputs and as data for the fitted graph).
 
     Raises:
         InputError: a bad method or ratios, or a split without a prediction date.
     """
     days = len(timestamps)
+    dates = {"val_start": val_start, "test_start": test_start, "test_end": test_end}
+    dates["train_start"] = train_start
+    if method == "ratio" and any(v is not None for v in dates.values()):
+        given = ", ".join(k for k, v in dates.items() if v is not None)
+        raise InputError(f"split.{given} apply to split method 'date', not 'ratio'.")
     if method == "ratio":
         if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
             raise InputError(f"split ratios must be three numbers summing to 1, got {ratios}.")
         bounds = [round(ratios[0] * days), round((ratios[0] + ratios[1]) * days)]
-        end = days
+        start, end = 0, days
     elif method == "date":
         if val_start is None or test_start is None:
             raise InputError("split method 'date' needs split.val_start and split.test_start.")
         bounds = list(timestamps.searchsorted(pd.DatetimeIndex([val_start, test_start])))
-        end = (
-            days
-            if test_end is None
-            else int(timestamps.searchsorted(pd.Timestamp(test_end), "right"))
-        )
+        start = 0 if train_start is None else int(timestamps.searchsorted(train_start))
+        end = days if test_end is None else int(timestamps.searchsorted(test_end, "right"))
     else:
         raise InputError(f"Unknown split method '{method}'. Known: ratio, date.")
-    edges = [0, int(bounds[0]), int(bounds[1]), end]
+    edges = [start, int(bounds[0]), int(bounds[1]), end]
     t = np.arange(window, days - horizon, dtype=np.int64)
     first = t - window if inside else t
     parts = []

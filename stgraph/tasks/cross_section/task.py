@@ -153,6 +153,10 @@ class CrossSectionTask(Task):
             )
         panel = StockPanel.of(raw.series)
         split = deep_merge(raw.card.split, data.split)
+        if "val_start" in data.split and "method" not in data.split:
+            split["method"] = "date"  # dates given (a rolling fold) over a card's ratio split
+        if split.get("method") == "date":
+            split.pop("ratios", None)
         split_args = {k: v for k, v in split.items() if k != "method"}
         kwargs = {"inside": config.faithful_windows_inside_splits}
         splits = split_days(
