@@ -13,6 +13,11 @@ time), and "consecutive" is the raw file's order, which is by time across all us
 it only drops a check-in whose previous line in the file is the same user at the same venue (and
 the file's first line). ``merge_repeats: same-day`` implements the stated rule per user;
 ``none`` is the closer match to what the official code does.
+
+On leakage: the official code filters users and POIs on all check-ins before it splits them, so
+test check-ins decide which POIs exist. By default the filters and vocabularies here count only
+the training side of the split (`stgraph.data.checkins.vocabulary`); ``faithful_vocabulary``
+restores the official order.
 """
 
 from __future__ import annotations
@@ -32,10 +37,20 @@ class CheckinConfig:
     """Check-in preprocessing (see `stgraph.data.checkins.make_sessions` for the order)."""
 
     min_user_records: int = option(
-        10, "keep users with MORE than this many check-ins (checked before and after merging)"
+        10,
+        "keep users with MORE than this many training check-ins (faithful_vocabulary: "
+        "check-ins of all splits, checked before and after merging)",
     )
     min_location_records: int = option(
-        10, "keep locations with MORE than this many check-ins (checked before and after merging)"
+        10,
+        "keep locations with MORE than this many training check-ins (faithful_vocabulary: "
+        "check-ins of all splits, checked before and after merging)",
+    )
+    faithful_vocabulary: bool = option(
+        False,
+        "filter users and locations and build the vocabularies on ALL check-ins before the "
+        "split, as the official HGARN code (validation and test data then decide which "
+        "locations exist; for the faithful variant only). Default: on training check-ins only",
     )
     keep_repeat_locations: bool = option(
         True,

@@ -1,11 +1,14 @@
-"""`make_sessions`: filter and merge check-ins, cut them into sessions and split each user's
-sessions in time order (the HGARN preprocessing, see `CheckinConfig`).
+"""`make_sessions`: merge check-ins, cut them into sessions, split each user's sessions in time
+order, then filter users and locations and build the vocabularies (the HGARN preprocessing, see
+`CheckinConfig`).
 
-Leakage: like the official code, the filters and the vocabularies (which users, locations and
-categories exist) are data preparation computed over all check-ins. Everything *learned* from
-check-ins (location priors, graphs, model statistics) is computed later from
-`Sessions.train_view` only. A location that occurs only in validation or test sessions stays in
-the vocabulary; it is then unseen in training, and the task marks such targets.
+Leakage: by default the user and location filters and the vocabularies count only the training
+side of the split (`stgraph.data.checkins.vocabulary`); validation and test check-ins at
+locations outside it map to one unknown location, scored as a miss. ``faithful_vocabulary``
+restores the official order (filters on all check-ins first), where a location that occurs only
+in validation or test sessions stays in the vocabulary, unseen in training. Everything *learned*
+from check-ins (location priors, graphs, model statistics) is computed from
+`Sessions.train_view` only, in both modes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from stgraph.data.checkins.config import CheckinConfig
 from stgraph.data.checkins.sessions import HISTORY, TEST, TRAIN, VAL, Sessions
+from stgraph.data.checkins.vocabulary import training_vocabulary
 from stgraph.data.events import EventLog
 from stgraph.errors import InputError
 
@@ -24,25 +28,30 @@ _MONDAY = 4  # 1970-01-05, day 4 of the epoch, is a Monday: weeks are floor((day
 
 
 def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Sessions:
-    """Filter, merge, sessionise and split ``log``; ids are re-indexed densely at the end.
+    """Merge, sessionise, split and filter ``log``; ids are re-indexed densely at the end.
 
     Order (each step on the output of the previous one, all vectorised):
 
-    1. Keep check-ins of users with more than ``min_user_records`` check-ins *and* at
-       locations with more than ``min_location_records`` check-ins, both counted on the input.
-    2. ``merge_repeats="same-day"``: drop a check-in with the same user, location and local
+    1. ``merge_repeats="same-day"``: drop a check-in with the same user, location and local
        day as the one just before it (the first one stays).
-    3. Count again on the merged check-ins: keep users with more than ``min_user_records``,
-       and of their check-ins those at locations with more than ``min_location_records``
-       check-ins (all users), or, with ``keep_repeat_locations``, at a location this user
-       visited more than once. (Not iterated further, as in the official code.)
-    4. Cut sessions (``session``: ISO week of the local date, a gap of ``gap_hours``, or the
+    2. Cut sessions (``session``: ISO week of the local date, a gap of ``gap_hours``, or the
        source's ids); drop sessions with fewer than ``min_session_records`` check-ins, then
        users with fewer than ``min_sessions_per_user`` sessions.
-    5. Per user, in time order: the first session is `HISTORY`; the last
+    3. Per user, in time order: the first session is `HISTORY`; the last
        ``ceil(test_ratio * (n - 1))`` (at least 1) are `TEST`, the ``val_sessions`` before them
        `VAL`, the rest `TRAIN`.
-    6. Users, locations and categories that remain get dense ids (original order kept).
+    4. `training_vocabulary`: the user filter (``min_user_records``) and the location filter
+       (``min_location_records``, ``keep_repeat_locations``) count history and train
+       check-ins only and remove only those (and training sessions left too short, and users
+       left without a train session); the vocabularies are the training locations and
+       categories, plus one unknown entry for what validation and test hold beyond them.
+
+    With ``faithful_vocabulary`` (the official HGARN order) the filters come first, on all
+    check-ins: users and locations with more than ``min_user_records`` /
+    ``min_location_records`` check-ins; then merging; then the same counts again on the merged
+    check-ins, where ``keep_repeat_locations`` also keeps a user's check-ins at a location this
+    user visited more than once (not iterated further, as in the official code); then steps 2
+    and 3, and dense ids over what remains.
 
     With ``clock="utc"`` the times are first turned into UTC (``time - utc_offset``), so days,
     weeks and the hours models read are UTC, as in the official HGARN code.
@@ -69,8 +78,12 @@ def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Session
         log = _to_utc(log)
     stages = {"input": _stage(log)}
 
-    log = _first_filter(log, config)
-    stages["first_filter"] = _stage(log)
+    faithful = config.faithful_vocabulary
+    if faithful:
+        log = _first_filter(log, config)
+        stages["first_filter"] = _stage(log)
+    # weight: how many input check-ins each one stands for (itself and those merged into it).
+    weight = np.ones(log.num_events, dtype=np.int64)
     if config.merge_repeats == "same-day":
         day = log.time.astype("datetime64[D]")
         repeat = np.zeros(log.num_events, dtype=bool)
@@ -79,39 +92,52 @@ def make_sessions(log: EventLog, config: CheckinConfig | None = None) -> Session
             & (log.location[1:] == log.location[:-1])
             & (day[1:] == day[:-1])
         )
+        weight = np.bincount(np.cumsum(~repeat) - 1)
         log = log.take(~repeat)
     stages["merged"] = _stage(log)
-    log = _second_filter(log, config)
-    stages["second_filter"] = _stage(log)
-
+    if faithful:
+        log = _second_filter(log, config)
+        stages["second_filter"] = _stage(log)
+        weight = np.ones(log.num_events, dtype=np.int64)  # not read in this order
     session = _session_ids(log, rule, config.gap_hours)
     size = np.bincount(session)
-    log, session = _keep(
+    log, session, weight = _keep(
         log,
         session,
+        weight,
         size[session] >= config.min_session_records,
         "min_session_records",
         config.min_session_records,
     )
-    starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
-    per_user = np.bincount(log.user[starts], minlength=log.num_users)
-    log, session = _keep(
+    per_user = np.bincount(log.user[_starts(session)], minlength=log.num_users)
+    log, session, weight = _keep(
         log,
         session,
+        weight,
         per_user[log.user] >= config.min_sessions_per_user,
         "min_sessions_per_user",
         config.min_sessions_per_user,
     )
     stages["sessions"] = _stage(log)
 
-    log = _compact(log)
-    bounds = np.r_[np.flatnonzero(np.r_[True, session[1:] != session[:-1]]), log.num_events]
-    user = log.user[bounds[:-1]]
+    split = _split(log.user[_starts(session)], config)
+    if faithful:
+        log = _compact(log)
+    else:
+        log, session, split = training_vocabulary(log, session, split, weight, config)
+        stages["train_filter"] = _stage(log)
+    bounds = np.r_[_starts(session), log.num_events]
     resolved = {**dataclasses.asdict(config), "session": rule}
     log.attrs.update(preprocess=resolved, stages=stages)
     if config.clock == "utc":
         log.attrs["clock"] = "utc"
-    return Sessions(log=log, bounds=bounds.astype(np.int64), user=user, split=_split(user, config))
+    user = log.user[bounds[:-1]]
+    return Sessions(log=log, bounds=bounds.astype(np.int64), user=user, split=split)
+
+
+def _starts(session: np.ndarray) -> np.ndarray:
+    """The index of each session's first check-in."""
+    return np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
 
 
 def _stage(log: EventLog) -> dict[str, int]:
@@ -195,13 +221,13 @@ def _session_ids(log: EventLog, rule: str, gap_hours: float) -> np.ndarray:
 
 
 def _keep(
-    log: EventLog, session: np.ndarray, keep: np.ndarray, key: str, value: Any
-) -> tuple[EventLog, np.ndarray]:
+    log: EventLog, session: np.ndarray, weight: np.ndarray, keep: np.ndarray, key: str, value: Any
+) -> tuple[EventLog, np.ndarray, np.ndarray]:
     if not keep.any():
         _empty(log, f"the {key} filter", key, value)
     kept = session[keep]
     # Renumber the surviving sessions 0, 1, ... in order.
-    return log.take(keep), np.cumsum(np.r_[True, kept[1:] != kept[:-1]]) - 1
+    return log.take(keep), np.cumsum(np.r_[True, kept[1:] != kept[:-1]]) - 1, weight[keep]
 
 
 def _empty(log: EventLog, step: str, key: str, value: Any) -> None:

@@ -60,14 +60,19 @@ class Sessions:
         return counts
 
     def describe(self) -> dict[str, Any]:
-        """`counts` plus check-ins per split, the mean session length, and the preprocessing
-        record that `make_sessions` left in ``log.attrs`` (for the dataset card and MLflow)."""
+        """`counts` plus check-ins per split, the mean session length, the check-ins at the
+        unknown location (validation and test ones outside the training vocabulary), and the
+        preprocessing record that `make_sessions` left in ``log.attrs`` (for the dataset card
+        and MLflow)."""
         per_event = np.repeat(self.split, np.diff(self.bounds))
         description: dict[str, Any] = dict(self.counts())
         for name, code in {"history": HISTORY, **SPLITS}.items():
             description[f"{name}_events"] = int((per_event == code).sum())
         lengths = np.diff(self.bounds)
         description["mean_session_length"] = float(lengths.mean()) if len(lengths) else 0.0
+        if "unknown_location" in self.log.attrs:
+            unknown = self.log.location == self.log.attrs["unknown_location"]
+            description["unknown_events"] = int(unknown.sum())
         for key in ("clock", "preprocess", "stages"):
             if key in self.log.attrs:
                 description[key] = self.log.attrs[key]

@@ -94,6 +94,8 @@ class SampleIndex:
             "gap_hours": torch.from_numpy(gap),
         }
         location_seen = seen_before(log.user, log.location)
+        if "unknown_location" in log.attrs:  # distinct places share that id: never "recurring"
+            location_seen &= log.location != log.attrs["unknown_location"]
         if has_categories:
             category_seen = seen_before(log.user, category)
             recurring, explorative = location_seen & category_seen, ~location_seen & ~category_seen
