@@ -61,7 +61,10 @@ class NextLocationPredictor(Predictor):
         self.category_ids = pd.Index(state["categories"], dtype=object)
         known = state.get("location_category")
         self.location_category = None if known is None else np.asarray(known, dtype=np.int64)
-        self.top_k = min(int(state["top_k"]), len(self.locations))
+        # Never-trained locations (the unknown entry) are never served (old bundles: none).
+        self.unseen = torch.zeros(len(self.locations), dtype=torch.bool)
+        self.unseen[state.get("unseen", [])] = True
+        self.top_k = min(int(state["top_k"]), int((~self.unseen).sum()))
         self.clock = state.get("clock", "local")
         self._users_read = 0
 
@@ -243,7 +246,8 @@ class NextLocationPredictor(Predictor):
             inputs = _rows(columns, users[rows], start[rows], count[rows])
             with torch.no_grad():
                 output = self.model(inputs.to(_device(self.model)))
-            top = output.location.float().topk(self.top_k, dim=1)
+            scores_all = output.location.float().masked_fill(self.unseen, -torch.inf)
+            top = scores_all.topk(self.top_k, dim=1)
             scores.append(top.values.cpu().numpy())
             ids.append(top.indices.cpu().numpy())
         k = self.top_k

@@ -44,14 +44,24 @@ class NextLocationPrediction(Tensors):
         return rank.masked_fill(missed.to(rank.device), math.inf)
 
 
-def make_prediction(output: NextLocationOutput, batch: NextLocationBatch, top_k: int):
-    """The `NextLocationPrediction` of ``output`` (computed where the output is)."""
+def make_prediction(
+    output: NextLocationOutput,
+    batch: NextLocationBatch,
+    top_k: int,
+    unseen: torch.Tensor | None = None,
+):
+    """The `NextLocationPrediction` of ``output`` (computed where the output is). Locations
+    flagged ``unseen`` (``[L]``: never in training, the unknown entry among them) are ranked
+    last: no model may win by naming a place it cannot know."""
     inputs, targets = batch.inputs, batch.targets
     scores = output.location.float()  # a half-precision output (AMP) ranks in float32
+    if unseen is not None:
+        scores = scores.masked_fill(unseen.to(scores.device), -math.inf)
     higher, tied = rank_counts(scores, targets.location.clamp_min(0))
     missed = targets.location < 0
     higher, tied = higher.masked_fill(missed, 0), tied.masked_fill(missed, 0)
-    top_score, top_location = scores.topk(min(top_k, scores.shape[1]), dim=1)
+    listed = scores.shape[1] if unseen is None else int((~unseen).sum())
+    top_score, top_location = scores.topk(min(top_k, listed), dim=1)
     category_higher = category_tied = None
     if output.category is not None and bool((targets.category >= 0).all()):
         category_higher, category_tied = rank_counts(output.category.float(), targets.category)

@@ -119,6 +119,7 @@ class NextLocationTask(Task):
         seen = np.zeros(log.num_locations, dtype=bool)
         seen[self.train_view.log.location] = True
         self.index = SampleIndex(sessions, seen)
+        self.unseen = torch.from_numpy(~seen)
         if graphs is None:
             graphs, location_category = mobility_graphs(self.train_view, config)
         else:
@@ -239,7 +240,7 @@ class NextLocationTask(Task):
         self, output: NextLocationOutput, batch: NextLocationBatch, split: str | None = None
     ) -> NextLocationPrediction:
         """Ranks of the true location and category, and the top locations (`make_prediction`)."""
-        return make_prediction(output, batch, self.config.top_k)
+        return make_prediction(output, batch, self.config.top_k, self.unseen)
 
     def new_metrics(self) -> NextLocationMetrics:
         return NextLocationMetrics(
@@ -273,6 +274,7 @@ class NextLocationTask(Task):
             "users": [str(u) for u in log.users],
             "locations": [str(x) for x in log.locations],
             "categories": [str(c) for c in log.categories],
+            "unseen": self.unseen.nonzero().flatten().tolist(),
             "location_category": None if location_category is None else location_category.tolist(),
             "top_k": self.config.top_k,
             "clock": self.config.clock,
