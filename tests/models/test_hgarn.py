@@ -340,3 +340,21 @@ def test_padded_and_packed_row_encodings_agree_before_each_rows_end():
     torch.testing.assert_close(rnn(x[1:2, :2])[0][0], padded[1, :2])
     with pytest.raises(ValueError, match="unidirectional"):
         encode_rows(torch.nn.GRU(3, 5, batch_first=True, bidirectional=True), x, lengths)
+
+
+def test_history_prior_adds_log_visit_counts_to_the_logits():
+    # rows: user 0 visits 1, 1, 4 ...; the sample at position 2 has seen 1 twice and 4 once
+    inputs = make_inputs([[1, 1, 4, 2]], [(0, 2)])
+    torch.manual_seed(0)
+    plain = build_model("hgarn", {**SMALL, "history_prior": 0.0}, make_context()).eval()
+    torch.manual_seed(0)
+    prior = build_model("hgarn", {**SMALL, "history_prior": 0.5}, make_context()).eval()
+    a, b = plain(inputs), prior(inputs)
+    visits = torch.zeros(L)
+    visits[1], visits[4] = 2.0, 1.0
+    torch.testing.assert_close(b.location - a.location, 0.5 * torch.log1p(visits)[None])
+    categories = torch.zeros(C)
+    categories[LOCATION_CATEGORY[1]] += 2
+    categories[LOCATION_CATEGORY[4]] += 1
+    torch.testing.assert_close(b.category - a.category, 0.5 * torch.log1p(categories)[None])
+    assert HGARNFaithfulConfig().history_prior == 0.0
