@@ -356,3 +356,16 @@ def test_official_size_step_time(name: str) -> None:
         times.append(time.perf_counter() - start)
     print(f"{name}: forward+backward {min(times):.2f} s (threads={torch.get_num_threads()})")
     assert out.score.shape == (12, H, 84)
+
+
+def test_low_head_calendar_switch() -> None:
+    with_te = build("stockformer-faithful").eval()
+    without = build("stockformer-faithful", {"low_head_calendar": False}).eval()
+    without.load_state_dict(with_te.state_dict())
+    x = make_inputs()
+    with torch.no_grad():
+        a, b = with_te(x), without(x)
+        low = without.horizon_low(without.encode(x)[0])
+    torch.testing.assert_close(a.score, b.score)  # the fused stream is the same
+    assert (a.low_score - b.low_score).abs().max() > 1e-4
+    torch.testing.assert_close(b.low_score, without.regression_head(low)[..., 0])
