@@ -280,8 +280,9 @@ class StockformerFaithful(Stockformer):
     fusion low key/value layers; the low heads reading ``low + te_future`` (an in-place add).
 
     Not reproduced: the ``-32767`` fill of masked scores (``-inf`` here; the softmax is the same
-    in float32), the layer names of the official state dict, and a learned stock embedding
-    stands in when the context has none.
+    in float32); the dropout probability, 51/256 = 0.199 with the project's byte-mask dropout;
+    the layer names of the official state dict; the struc2vec embedding itself (the context's
+    embedding is used, projected when not ``dim`` wide, or a learned table when there is none).
     """
 
     config_class = StockformerFaithfulConfig
