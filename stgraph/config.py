@@ -43,6 +43,13 @@ def option(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def redefault(parent: type, name: str, default: Any) -> Any:
+    """Field ``name`` of dataclass ``parent`` with another default and the same help (a
+    faithful variant's config that changes only defaults)."""
+    (found,) = (f for f in dataclasses.fields(parent) if f.name == name)
+    return option(default, found.metadata["help"])
+
+
 def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses.
 

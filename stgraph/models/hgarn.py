@@ -56,17 +56,15 @@ longest row's history), the MAHEC soft label itself and the model selection on t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv
 
-from stgraph.config import option
+from stgraph.config import option, redefault
 from stgraph.graphs.graph import Graph
 from stgraph.models.base import MODELS, ModelConfig, NextLocationModel
 from stgraph.models.mobility_baselines import row_counts
@@ -109,21 +107,15 @@ class HGARNConfig(ModelConfig):
     )
 
 
-def _redefault(parent: type, name: str, default: Any) -> Any:
-    """Field ``name`` of dataclass ``parent`` with another default and the same help."""
-    (field,) = (f for f in dataclasses.fields(parent) if f.name == name)
-    return option(default, field.metadata["help"])
-
-
 @dataclass
 class HGARNFaithfulConfig(HGARNConfig):
     """`HGARNConfig` with the official code's behaviour: only the differing defaults."""
 
-    self_loops: bool = _redefault(HGARNConfig, "self_loops", False)
-    gat_bias: bool = _redefault(HGARNConfig, "gat_bias", False)
-    isolated_uniform: bool = _redefault(HGARNConfig, "isolated_uniform", True)
-    frozen_heads: bool = _redefault(HGARNConfig, "frozen_heads", True)
-    history_prior: float = _redefault(HGARNConfig, "history_prior", 0.0)
+    self_loops: bool = redefault(HGARNConfig, "self_loops", False)
+    gat_bias: bool = redefault(HGARNConfig, "gat_bias", False)
+    isolated_uniform: bool = redefault(HGARNConfig, "isolated_uniform", True)
+    frozen_heads: bool = redefault(HGARNConfig, "frozen_heads", True)
+    history_prior: float = redefault(HGARNConfig, "history_prior", 0.0)
 
 
 def _to_buffers(module: nn.Module) -> None:

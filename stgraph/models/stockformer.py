@@ -56,14 +56,12 @@ GFLOP forward + backward per batch of 12 dates of 84 stocks, nearly all in ``D x
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from stgraph.config import option
+from stgraph.config import option, redefault
 from stgraph.errors import InputError
 from stgraph.models.base import MODELS, CrossSectionModel, ModelConfig
 from stgraph.nn.stock_layers import (
@@ -114,24 +112,18 @@ class StockformerConfig(ModelConfig):
     )
 
 
-def _redefault(parent: type, name: str, default: Any) -> Any:
-    """Field ``name`` of dataclass ``parent`` with another default and the same help."""
-    (field,) = (f for f in dataclasses.fields(parent) if f.name == name)
-    return option(default, field.metadata["help"])
-
-
 @dataclass
 class StockformerFaithfulConfig(StockformerConfig):
     """`StockformerConfig` with the official code's behaviour: only the differing defaults."""
 
-    heads: int = _redefault(StockformerConfig, "heads", 1)
-    causal_wavelet: bool = _redefault(StockformerConfig, "causal_wavelet", False)
-    observed_input: bool = _redefault(StockformerConfig, "observed_input", False)
-    official_calendar: bool = _redefault(StockformerConfig, "official_calendar", True)
-    mask_unobserved: bool = _redefault(StockformerConfig, "mask_unobserved", False)
-    copy_op: bool = _redefault(StockformerConfig, "copy_op", True)
-    kaiming_heads: bool = _redefault(StockformerConfig, "kaiming_heads", False)
-    dead_layers: bool = _redefault(StockformerConfig, "dead_layers", True)
+    heads: int = redefault(StockformerConfig, "heads", 1)
+    causal_wavelet: bool = redefault(StockformerConfig, "causal_wavelet", False)
+    observed_input: bool = redefault(StockformerConfig, "observed_input", False)
+    official_calendar: bool = redefault(StockformerConfig, "official_calendar", True)
+    mask_unobserved: bool = redefault(StockformerConfig, "mask_unobserved", False)
+    copy_op: bool = redefault(StockformerConfig, "copy_op", True)
+    kaiming_heads: bool = redefault(StockformerConfig, "kaiming_heads", False)
+    dead_layers: bool = redefault(StockformerConfig, "dead_layers", True)
 
 
 class DualEncoderLayer(nn.Module):
