@@ -133,7 +133,10 @@ class StockRanker(Predictor):
         panel = data.panel
         dates = panel.series.timestamps
         column = {t: i for i, t in enumerate(self.tickers)}
-        table = predictions[predictions["ticker"].astype(str).isin(column)]
+        # A NaN score without a probability is no prediction (a stock suspended at as_of):
+        # reading it as "down" would count misses the model never made.
+        made = predictions["score"].notna() | predictions["prob_up"].notna()
+        table = predictions[predictions["ticker"].astype(str).isin(column) & made]
         as_of = pd.DatetimeIndex(table["as_of"]).tz_localize(None).as_unit("ns")
         day = dates.as_unit("ns").get_indexer(as_of)
         step = day + table["horizon"].to_numpy(np.int64)
