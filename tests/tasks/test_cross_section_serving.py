@@ -337,3 +337,30 @@ def test_a_daily_job_ticks_once_and_scores_direction_misses(fitted, prices, tmp_
     assert score["mae_by_horizon"] == {"2": pytest.approx(np.mean(misses))}
     run = mlflow.get_run(score["run_id"])
     assert run.data.metrics["realised_direction_miss"] == pytest.approx(np.mean(misses))
+
+
+@pytest.mark.real_data
+def test_the_shipped_stocknet_job_ticks_once(store, shared_data, tmp_path, monkeypatch):
+    """`pipelines/jobs/stocknet-daily.yaml` with momentum registered under its model name:
+    one tick on the last trading day of StockNet, the 84-stock training universe ranked."""
+    from stgraph.serving.jobs import load_job
+    from stgraph.serving.registry import promote
+
+    spec = load_job("stocknet-daily")
+    assert spec.model_uri == "models:/stocknet-ranker@prod" and spec.dataset == "stocknet"
+    monkeypatch.setenv("STGRAPH_DATA_DIR", str(shared_data / "finance"))
+    monkeypatch.setenv("STGRAPH_HOME", str(tmp_path / "home"))  # the job's forecasts folder
+    fit = _main_json(
+        ["fit", "stocknet", "--model", "momentum", "--register", "stocknet-ranker", "--quiet",
+         "--threads", "1"]
+    )  # fmt: skip
+    promote("stocknet-ranker", fit["registered_version"], "prod")
+    ran = _main_json(["job", "run", "stocknet-daily"])
+    [written] = ran["written"]
+    assert written["output"] == str(tmp_path / "home/forecasts/stocknet/2017-09-01.parquet")
+    table = pd.read_parquet(written["output"])
+    assert len(table) == 84 and table["ticker"].is_unique
+    assert table["rank"].tolist() == list(range(1, 85))
+    assert (table["as_of"] == pd.Timestamp("2017-09-01")).all() and (table["horizon"] == 2).all()
+    assert not {"ABBV", "AGFS", "BABA", "GMRE"} & set(table["ticker"])  # listed after 2012
+    assert mlflow.get_run(written["run_id"]).data.tags["stgraph.job"] == "stocknet-daily"
