@@ -22,6 +22,8 @@ import torch
 
 from stgraph.cli import main
 from stgraph.errors import InputError
+from stgraph.tasks.cross_section import CrossSectionOutput
+from stgraph.tasks.cross_section.panel import StockPanel
 from stgraph.tasks.cross_section.predictor import StockRanker
 from tests.helpers import long_table, price_series
 
@@ -186,13 +188,14 @@ def test_as_of_picks_the_last_trading_day_on_or_before_it(fitted, prices, tmp_pa
 
 def test_too_little_history_or_a_missing_ticker_is_named(fitted, prices, tmp_path, capsys):
     uri = f"models:/{NAME}@prod"
-    early = str(prices["series"].timestamps[LOOKBACK - 1].date())  # 20 days: one return short
+    # a 20-day window and Alpha360's 59 earlier days: 79 days; the input has 78 up to this day
+    early = str(prices["series"].timestamps[77].date())
     line = _main_error(
         ["forecast", uri, "--input", str(prices["parquet"]), "--as-of", early,
          "--output", str(tmp_path / "out.parquet")], capsys
     )  # fmt: skip
-    assert str(prices["parquet"]) in line and "needs 21 trading days" in line
-    assert "found 20" in line
+    assert str(prices["parquet"]) in line and "needs 79 trading days up to 2020-04-17" in line
+    assert "59 before them for its alpha360 factors), found 78" in line
 
     lacking = tmp_path / "lacking.parquet"
     prices["table"][prices["table"]["ticker"] != "S3"].to_parquet(lacking)
@@ -221,6 +224,31 @@ def test_too_little_history_or_a_missing_ticker_is_named(fitted, prices, tmp_pat
         capsys,
     )
     assert str(nowhere) in line and "no such file" in line
+
+
+class FactorSum(torch.nn.Module):
+    """Scores each stock by the sum of its factors over the window (reads every factor)."""
+
+    def forward(self, inputs):
+        score = inputs.factors.sum(dim=(1, 3))
+        return CrossSectionOutput(score[:, None].expand(-1, HORIZON, -1))
+
+
+def test_the_served_ranking_needs_the_factors_whole_history():
+    """With the 79 days Alpha360 needs, a ranking equals the one made from the whole history;
+    with 21 days (enough returns, not enough factor lags) it would not, so it is refused."""
+    series = price_series(days=DAYS, stocks=STOCKS)
+    state = {"tickers": list(series.node_ids), "window": LOOKBACK, "horizon": HORIZON,
+             "factors": "alpha360", "zscore": "plain", "calendar": "trading"}  # fmt: skip
+    ranker = StockRanker(state, FactorSum())
+    whole = ranker.rank(StockPanel.of(series), DAYS - 1, "whole")
+    last = StockPanel.of(series.slice_steps(DAYS - 79, DAYS))
+    pd.testing.assert_frame_equal(ranker.rank(last, 78, "last 79"), whole, atol=1e-5)
+    short = StockPanel.of(series.slice_steps(DAYS - LOOKBACK - 1, DAYS))
+    assert not np.allclose(short.factors(np.arange(1, 21), "alpha360", "plain"),
+                           last.factors(np.arange(59, 79), "alpha360", "plain"))  # fmt: skip
+    with pytest.raises(InputError, match="short: the model needs 79 trading days .* found 78"):
+        ranker.rank(StockPanel.of(series.slice_steps(DAYS - 78, DAYS)), 77, "short")
 
 
 # ---------------------------------------------------------------------- realised errors

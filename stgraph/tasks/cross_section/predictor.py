@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stgraph.data.factors import ALPHA158_WINDOWS, ALPHA360_LAGS
 from stgraph.data.series import Series
 from stgraph.errors import InputError
 from stgraph.tasks.base import Predictor
@@ -39,6 +40,10 @@ class StockRanker(Predictor):
     ``prob_up`` (the direction head's probability of a rise; NaN for models without one).
     `realised_errors` scores a prediction once that return is known: ``error`` is 1 where the
     predicted direction was wrong, else 0.
+
+    The input must hold the ``window`` trading days up to ``as_of`` and the days before them
+    that the factors look back (59 for Alpha360: 79 days with a 20-day window), so that every
+    factor is defined as it was on the dates the model was tested on.
     """
 
     error_name = "direction_miss"
@@ -51,6 +56,11 @@ class StockRanker(Predictor):
         self.tickers: list[str] = list(state["tickers"])
         self.window = int(state["window"])
         self.horizon = int(state["horizon"])
+        # Days before the window that its factors read (Alpha360: 60 lags; the Alpha158 subset:
+        # 60-day rolling windows). With fewer, the first window days' factors are undefined
+        # (zeros after the z-score): not what the model saw on the dates it was tested on.
+        warm_up = {"alpha360": ALPHA360_LAGS - 1, "alpha158": max(ALPHA158_WINDOWS)}
+        self.factor_days = warm_up.get(state.get("factors"), 0)
 
     @property
     def rows_per_prediction(self) -> int:
@@ -171,10 +181,13 @@ class StockRanker(Predictor):
     def rank(self, panel: StockPanel, day: int, source: str) -> pd.DataFrame:
         """The universe ranked by the signal step, made from the days up to ``day``."""
         state, window = self.state, self.window
-        if day + 1 < window + 1:
+        needed = window + max(self.factor_days, 1)  # a return needs the close before it
+        if day + 1 < needed:
+            factors = f"{state['factors']} factors" if self.factor_days else "first return"
             raise InputError(
-                f"{source}: the model needs {window + 1} trading days up to "
-                f"{panel.series.timestamps[day].date()} ({window} returns), found {day + 1}."
+                f"{source}: the model needs {needed} trading days up to "
+                f"{panel.series.timestamps[day].date()} ({window} in its window and "
+                f"{needed - window} before them for its {factors}), found {day + 1}."
             )
         days = np.arange(day - window + 1, day + 1)
         if not panel.observed[day].any():
