@@ -107,6 +107,18 @@ def fitted(store, prices, tmp_path_factory):
     return summary
 
 
+@pytest.fixture(scope="module")
+def fitted_mlp(store, prices, tmp_path_factory):
+    """A one-epoch MLP (reads the Alpha360 factors and the returns), fitted on the folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("fit-mlp"))
+        return _main_json(
+            ["fit", str(prices["folder"]), "--task", "cross-section", "--model", "mlp",
+             "--epochs", "1", "--set", "task.params.top_k=2", "--threads", "1",
+             "--register", f"{NAME}-mlp", "--quiet"]
+        )  # fmt: skip
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -184,6 +196,29 @@ def test_as_of_picks_the_last_trading_day_on_or_before_it(fitted, prices, tmp_pa
     assert pd.Timestamp(summary["as_of"]) == dates[day]
     table = pd.read_csv(tmp_path / "out.csv", parse_dates=["as_of"])
     assert_table(table, expected_table(prices, day))
+
+
+@pytest.mark.parametrize("model", ["momentum", "mlp"])
+def test_served_scores_equal_the_runs_test_predictions(model, prices, tmp_path, request):
+    """Three test dates of the run's `predictions/test.parquet`, served with --as-of: the same
+    scores (no skew between how the task scored and how serving reads prices: factors,
+    their z-scores, returns)."""
+    from stgraph.serving.registry import resolve_model
+
+    summary = request.getfixturevalue("fitted" if model == "momentum" else "fitted_mlp")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=summary["run_id"], artifact_path="predictions/test.parquet", dst_path=str(tmp_path)
+    )
+    logged = pd.read_parquet(path)
+    assert logged["date"].nunique() == 30  # the ratio split's test dates, days 128..157
+    name = NAME if model == "momentum" else f"{NAME}-mlp"
+    ranker = resolve_model(f"models:/{name}/{summary['registered_version']}").predictor
+    data = ranker.read_input(prices["folder"], None, None)
+    for date in logged["date"].drop_duplicates().iloc[[0, 13, -1]]:
+        served = ranker.predict(data, as_of=date).set_index("ticker")["score"]
+        expected = logged[logged["date"] == date].set_index("ticker")["score"]
+        assert len(expected) == STOCKS
+        assert served[expected.index].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-5)
 
 
 def test_too_little_history_or_a_missing_ticker_is_named(fitted, prices, tmp_path, capsys):
