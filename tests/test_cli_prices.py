@@ -30,13 +30,16 @@ def panel_table() -> pd.DataFrame:
 
 
 def write_folder(
-    table: pd.DataFrame, folder: Path, edit: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    table: pd.DataFrame,
+    folder: Path,
+    edit: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    edited: str = "S2",
 ) -> Path:
-    """``folder/TICKER.csv`` per ticker; ``edit`` changes S2's rows."""
+    """``folder/TICKER.csv`` per ticker; ``edit`` changes the rows of ticker ``edited``."""
     folder.mkdir()
     for ticker, rows in table.groupby("ticker"):
         rows = rows.drop(columns="ticker").reset_index(drop=True)
-        if edit is not None and ticker == "S2":
+        if edit is not None and ticker == edited:
             rows = edit(rows)
         rows.to_csv(folder / f"{ticker}.csv", index=False)
     return folder
@@ -66,11 +69,18 @@ def test_fit_on_a_price_table_and_on_a_price_folder(tmp_path, monkeypatch, capsy
 
 
 # ----------------------------------------------------------------------------- bad input
-def _in_folder(edit: Callable[[pd.DataFrame], pd.DataFrame] | None, *extra: str):
+def _in_folder(edit: Callable[[pd.DataFrame], pd.DataFrame] | None, *extra: str, edited="S2"):
     def build(tmp: Path) -> list[str]:
-        return ["fit", str(write_folder(panel_table(), tmp / "prices", edit)), *FIT, *extra]
+        folder = write_folder(panel_table(), tmp / "prices", edit, edited)
+        return ["fit", str(folder), *FIT, *extra]
 
     return build
+
+
+def _empty_folder(tmp: Path) -> list[str]:
+    (tmp / "notes").mkdir()
+    (tmp / "notes" / "readme.txt").write_text("prices to come\n")
+    return ["fit", str(tmp / "notes"), *FIT]
 
 
 def _nonpositive_in_table(tmp: Path) -> list[str]:
@@ -93,6 +103,15 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "no-close-column": (
         _in_folder(lambda rows: rows.drop(columns="close")),
         ("prices/S2.csv", "no close column", "found columns date, open, high, low, volume"),
+    ),
+    # the first file decides nothing: the folder is still read as prices, and the file named
+    "first-file-without-close": (
+        _in_folder(lambda rows: rows.drop(columns="close"), edited="S0"),
+        ("prices/S0.csv", "no close column"),
+    ),
+    "folder-without-price-files": (
+        _empty_folder,
+        ("notes: a data folder is read as daily prices", "no *.csv file with a close column"),
     ),
     "unparseable-date": (  # row 5 is line 7 (header, then 1-based rows)
         _in_folder(_set_row("date", 5, "yesterday")),

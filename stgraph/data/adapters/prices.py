@@ -247,12 +247,10 @@ def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
 
 
 def is_price_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder of per-ticker CSV files with a close column."""
+    """Whether ``path`` is a folder of per-ticker CSV files, any of them with a close column
+    (the reader then names a file that lacks one, whichever it is)."""
     path = Path(path)
-    if not path.is_dir():
-        return False
-    first = next(iter(sorted(path.glob("*.csv"))), None)
-    return first is not None and "close" in header_fields(first)
+    return path.is_dir() and any("close" in header_fields(p) for p in path.glob("*.csv"))
 
 
 def open_price_folder(path: str | Path, adjust: bool = True) -> RawDataset:
