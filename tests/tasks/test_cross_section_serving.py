@@ -332,6 +332,8 @@ def test_realised_errors_score_the_predicted_direction(tmp_path):
     ).assign(horizon=2)
     errors = ranker.realised_errors(predictions, data)
     assert list(errors.columns) == ["as_of", "horizon", "error"]
+    # the same table twice (a weekend tick's file) is scored once
+    assert ranker.realised_errors(pd.concat([predictions] * 2), data).equals(errors)
     assert errors["as_of"].tolist() == [d[0], d[0], d[0], d[1], d[1], d[2]]
     assert errors["error"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
     assert (errors["horizon"] == 2).all()
@@ -400,6 +402,24 @@ def test_a_daily_job_ticks_once_and_scores_direction_misses(fitted, prices, tmp_
     assert score["mae_by_horizon"] == {"2": pytest.approx(np.mean(misses))}
     run = mlflow.get_run(score["run_id"])
     assert run.data.metrics["realised_direction_miss"] == pytest.approx(np.mean(misses))
+
+    # A backfill over a weekend (Friday to Monday, 1D): four files, the weekend's two repeat
+    # Friday's ranking; each trading day is scored once.
+    friday, monday = pd.Timestamp("2020-07-31"), pd.Timestamp("2020-08-03")
+    filled = _main_json(["job", "backfill", str(job), "--start", str(friday.date()),
+                         "--end", str(monday.date())])  # fmt: skip
+    assert len(filled["written"]) == 4
+    saturday = pd.read_parquet(tmp_path / "out" / "2020-08-01.parquet")
+    assert (saturday["as_of"] == friday).all()
+    pd.testing.assert_frame_equal(saturday, pd.read_parquet(tmp_path / "out/2020-07-31.parquet"))
+    score = _main_json(["job", "score", str(job)])
+    assert score["forecast_files"] == 5 and score["scored_rows"] == 3 * STOCKS
+    misses = []
+    for d in (friday, monday, dates[day]):
+        i = dates.get_loc(d)
+        rose = close[i + 2] > close[i + 1]
+        misses += ((close[i] / close[i - LOOKBACK] - 1 > 0) != rose).tolist()
+    assert score["realised_mae"] == pytest.approx(np.mean(misses))
 
 
 @pytest.mark.real_data

@@ -143,6 +143,9 @@ class StockRanker(Predictor):
         panel = data.panel
         dates = panel.series.timestamps
         column = {t: i for i, t in enumerate(self.tickers)}
+        # A job tick on a weekend or holiday repeats the last trading day's table (its runner
+        # ticks at fixed intervals): each (as_of, horizon, ticker) is scored once.
+        predictions = predictions[~predictions.duplicated(["as_of", "horizon", "ticker"], "last")]
         # A NaN score without a probability is no prediction (a stock suspended at as_of):
         # reading it as "down" would count misses the model never made.
         made = predictions["score"].notna() | predictions["prob_up"].notna()
