@@ -13,7 +13,12 @@ import pytest
 
 from stgraph.cli import main
 from tests.helpers import long_table, price_series
-from tests.test_cli_errors import _assert_nothing_written, _assert_one_error_line, _snapshot
+from tests.test_cli_errors import (
+    _assert_nothing_written,
+    _assert_one_error_line,
+    _snapshot,
+    run_cli,
+)
 
 FIT = ["--task", "cross-section", "--model", "momentum"]
 SMALL_K = ["--set", "task.params.top_k=2"]  # the default top_k (10) needs 10 stocks
@@ -151,6 +156,19 @@ def test_bad_price_input(name, tmp_path, monkeypatch, capsys):
     assert code == 2, captured.err
     _assert_one_error_line(captured.err, expect)
     assert captured.out == ""
+    _assert_nothing_written(before, tmp_path)
+
+
+@pytest.mark.slow  # a `python -m stgraph` process
+def test_bad_price_input_in_a_subprocess(tmp_path):
+    """The console entry point's real exit status and stderr, for one case."""
+    build, expect = CASES["nonpositive-price-in-table"]
+    argv = build(tmp_path)
+    before = _snapshot(tmp_path)
+    result = run_cli([*argv, "--json"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    _assert_one_error_line(result.stderr, expect)
+    assert result.stdout == ""
     _assert_nothing_written(before, tmp_path)
 
 

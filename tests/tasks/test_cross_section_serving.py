@@ -372,6 +372,9 @@ def test_bad_price_input_is_an_input_error_naming_the_file(fitted, prices, tmp_p
     garbled.loc[3, "date"] = "someday"
     with pytest.raises(InputError, match="request: unparseable or missing date 'someday'"):
         ranker.predict_frame(garbled)
+    lacking = prices["table"][prices["table"]["ticker"] != "S5"]
+    with pytest.raises(InputError, match=r"request: 1 ticker\(s\) .* absent, e.g. \['S5'\]"):
+        ranker.predict_frame(lacking)
     with pytest.raises(InputError, match="--as-of 'soon' is not a date"):
         ranker.predict(ranker.read_input(prices["parquet"], None, None), as_of="soon")
 
