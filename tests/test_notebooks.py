@@ -159,3 +159,26 @@ def test_mobility_quickstart(kernel, tmp_path, monkeypatch, shared_data):
     assert runs.loc["most-frequent", "metrics.test_acc_at5"] > 0.6
     gru = mlflow.MlflowClient().get_metric_history(runs.loc["gru", "run_id"], "val_mrr")
     assert len(gru) > 1  # trained over several epochs, selected on validation
+
+
+FINANCE_MODELS = {"momentum", "mlp"}
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_finance_quickstart(kernel, tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("STGRAPH_DATA_DIR", str(shared_data / "finance"))
+    monkeypatch.setenv("STGRAPH_NB_EPOCHS", "2")
+    notebook = execute("finance_quickstart.ipynb", kernel, tmp_path / "work")
+    comparison = text(tagged(notebook, "comparison"))
+    for column in ("val_rank_ic", "rank_icir", "annual_return_net", "sharpe_net", *FINANCE_MODELS):
+        assert column in comparison
+    assert images(notebook) >= 2  # the daily IC, the NAV
+    runs = mlflow.search_runs(experiment_names=["quickstart-stocknet"])
+    assert FINANCE_MODELS <= set(runs["tags.model"])
+    # every test day of 2017 whose label day (t + 2) is still in the data (up to 2017-09-01)
+    assert (runs["metrics.test_days"] == 167).all() and (runs["metrics.test_ic_days"] == 167).all()
+    assert (runs["metrics.test_rank_ic"].abs() < 0.2).all()  # a weak signal, as on real prices
+    assert runs["metrics.test_annual_return_universe"].nunique() == 1  # one benchmark
+    mlp = runs[runs["tags.model"] == "mlp"]["run_id"].iloc[0]
+    assert len(mlflow.MlflowClient().get_metric_history(mlp, "val_rank_ic")) == 2  # 2 epochs

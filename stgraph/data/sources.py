@@ -52,6 +52,12 @@ def open_dataset(
     if not is_card and (Path(spec).expanduser().exists() or spec.lower().endswith(FILE_SUFFIXES)):
         if is_price_folder(Path(spec).expanduser()):
             return open_price_folder(spec)
+        if Path(spec).expanduser().is_dir():
+            raise InputError(
+                f"{Path(spec).expanduser()}: a data folder is read as daily prices, one CSV file "
+                "per ticker (date, open, high, low, close, volume), but it holds no *.csv file "
+                "with a close column."
+            )
         if Path(spec).expanduser().is_file() and is_price_table(Path(spec).expanduser()):
             if graph is not None or freq is not None:
                 raise InputError(

@@ -169,9 +169,12 @@ def _options(card: DatasetCard, data_dir: Path) -> dict:
     return out
 
 
-def _finish(card: DatasetCard, frames: dict, sources: dict, options: dict) -> RawDataset:
+def _finish(
+    card: DatasetCard, frames: dict, sources: dict, options: dict, source: Path
+) -> RawDataset:
     sectors = options.pop("sectors")
     attrs = {} if sectors is None else {"sectors": {t: sectors[t] for t in frames if t in sectors}}
+    attrs["source"] = str(source)  # the long table, or the folder of ticker files
     series = build_price_series(frames, sources, card.name, attrs=attrs, **options)
     return RawDataset(series=series, card=card)
 
@@ -187,7 +190,7 @@ def load_price_folder(card: DatasetCard, data_dir: Path) -> RawDataset:
         raise InputError(f"Price folder {folder} holds no *.csv ticker files.")
     options = _options(card, data_dir)
     frames = {p.stem: read_price_file(p) for p in paths}
-    return _finish(card, frames, {p.stem: p for p in paths}, options)
+    return _finish(card, frames, {p.stem: p for p in paths}, options, folder)
 
 
 def read_long_prices(path: Path) -> dict[str, pd.DataFrame]:
@@ -215,7 +218,7 @@ def load_price_long(card: DatasetCard, data_dir: Path) -> RawDataset:
     path = Path(data_dir) / card.options["file"]
     options = _options(card, data_dir)
     frames = read_long_prices(path)
-    return _finish(card, frames, dict.fromkeys(frames, path), options)
+    return _finish(card, frames, dict.fromkeys(frames, path), options, path)
 
 
 def is_price_table(path: Path) -> bool:
@@ -244,12 +247,10 @@ def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
 
 
 def is_price_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder of per-ticker CSV files with a close column."""
+    """Whether ``path`` is a folder of per-ticker CSV files, any of them with a close column
+    (the reader then names a file that lacks one, whichever it is)."""
     path = Path(path)
-    if not path.is_dir():
-        return False
-    first = next(iter(sorted(path.glob("*.csv"))), None)
-    return first is not None and "close" in header_fields(first)
+    return path.is_dir() and any("close" in header_fields(p) for p in path.glob("*.csv"))
 
 
 def open_price_folder(path: str | Path, adjust: bool = True) -> RawDataset:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stgraph.data.factors import ALPHA158_WINDOWS, ALPHA360_LAGS
 from stgraph.data.series import Series
 from stgraph.errors import InputError
 from stgraph.tasks.base import Predictor
@@ -39,6 +40,10 @@ class StockRanker(Predictor):
     ``prob_up`` (the direction head's probability of a rise; NaN for models without one).
     `realised_errors` scores a prediction once that return is known: ``error`` is 1 where the
     predicted direction was wrong, else 0.
+
+    The input must hold the ``window`` trading days up to ``as_of`` and the days before them
+    that the factors look back (59 for Alpha360: 79 days with a 20-day window), so that every
+    factor is defined as it was on the dates the model was tested on.
     """
 
     error_name = "direction_miss"
@@ -51,6 +56,11 @@ class StockRanker(Predictor):
         self.tickers: list[str] = list(state["tickers"])
         self.window = int(state["window"])
         self.horizon = int(state["horizon"])
+        # Days before the window that its factors read (Alpha360: 60 lags; the Alpha158 subset:
+        # 60-day rolling windows). With fewer, the first window days' factors are undefined
+        # (zeros after the z-score): not what the model saw on the dates it was tested on.
+        warm_up = {"alpha360": ALPHA360_LAGS - 1, "alpha158": max(ALPHA158_WINDOWS)}
+        self.factor_days = warm_up.get(state.get("factors"), 0)
 
     @property
     def rows_per_prediction(self) -> int:
@@ -133,7 +143,13 @@ class StockRanker(Predictor):
         panel = data.panel
         dates = panel.series.timestamps
         column = {t: i for i, t in enumerate(self.tickers)}
-        table = predictions[predictions["ticker"].astype(str).isin(column)]
+        # A job tick on a weekend or holiday repeats the last trading day's table (its runner
+        # ticks at fixed intervals): each (as_of, horizon, ticker) is scored once.
+        predictions = predictions[~predictions.duplicated(["as_of", "horizon", "ticker"], "last")]
+        # A NaN score without a probability is no prediction (a stock suspended at as_of):
+        # reading it as "down" would count misses the model never made.
+        made = predictions["score"].notna() | predictions["prob_up"].notna()
+        table = predictions[predictions["ticker"].astype(str).isin(column) & made]
         as_of = pd.DatetimeIndex(table["as_of"]).tz_localize(None).as_unit("ns")
         day = dates.as_unit("ns").get_indexer(as_of)
         step = day + table["horizon"].to_numpy(np.int64)
@@ -168,10 +184,13 @@ class StockRanker(Predictor):
     def rank(self, panel: StockPanel, day: int, source: str) -> pd.DataFrame:
         """The universe ranked by the signal step, made from the days up to ``day``."""
         state, window = self.state, self.window
-        if day + 1 < window + 1:
+        needed = window + max(self.factor_days, 1)  # a return needs the close before it
+        if day + 1 < needed:
+            factors = f"{state['factors']} factors" if self.factor_days else "first return"
             raise InputError(
-                f"{source}: the model needs {window + 1} trading days up to "
-                f"{panel.series.timestamps[day].date()} ({window} returns), found {day + 1}."
+                f"{source}: the model needs {needed} trading days up to "
+                f"{panel.series.timestamps[day].date()} ({window} in its window and "
+                f"{needed - window} before them for its {factors}), found {day + 1}."
             )
         days = np.arange(day - window + 1, day + 1)
         if not panel.observed[day].any():
