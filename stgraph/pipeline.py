@@ -99,6 +99,20 @@ def _read_pipeline(path: Path) -> dict[str, Any]:
     return _layer(_read_pipeline(base), data)
 
 
+def _is_prices(spec: str) -> bool:
+    """Whether ``spec`` is a user's price table or folder of per-ticker price files."""
+    from stgraph.data.adapters.prices import is_price_folder, is_price_table
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return is_price_folder(path)
+    return (
+        path.is_file()
+        and path.suffix.lower() in (".csv", ".parquet", ".pq")
+        and is_price_table(path)
+    )
+
+
 def resolve_config(
     dataset: str,
     model: str | None = None,
@@ -119,6 +133,8 @@ def resolve_config(
         data = deep_merge(data, _read_pipeline(path))
     if config_file:
         data = _layer(data, read_yaml_mapping(Path(config_file), "Config file"))
+    if task is None and path is None and _is_prices(dataset):
+        task = "cross-section"  # daily prices on a trading calendar: nothing else reads them
     if task and task != data.get("task", {}).get("name", TaskSection.name):
         # Another task: the pipeline's task settings, model and presets were not for it.
         data = {"data": data.get("data", {}), "task": {"name": task}}

@@ -20,7 +20,7 @@ from tests.test_cli_errors import (
     run_cli,
 )
 
-FIT = ["--task", "cross-section", "--model", "momentum"]
+FIT = ["--task", "cross-section", "--model", "momentum", "--batch-size", "16"]
 SMALL_K = ["--set", "task.params.top_k=2"]  # the default top_k (10) needs 10 stocks
 NO_TEST_DAYS = [  # the data ends on 2020-08-11
     "--set", "data.split.method=date",
@@ -136,11 +136,11 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     ),
     "universe-smaller-than-top-k": (
         _in_folder(None, "--set", "task.params.top_k=50"),
-        ("prices: the universe has 6 stocks", "top_k = 50"),
+        ("prices: the universe has 6 stocks", "task.params.top_k = 50"),
     ),
     "test-period-without-a-trading-day": (
         _in_folder(None, *SMALL_K, *NO_TEST_DAYS),
-        ("The test period (no trading day)", "move the split dates"),
+        ("prices: the test period (no trading day)", "move the split dates"),
     ),
 }
 

@@ -17,11 +17,14 @@ from stgraph.tasks.cross_section.panel import StockPanel, daily_returns, split_d
 from stgraph.tasks.cross_section.task import CrossSectionTask
 from tests.helpers import price_series
 
-SPLIT = {"method": "date", "val_start": "2020-04-01", "test_start": "2020-05-01"}
+# 200 weekdays from 2020-01-01 (to 2020-10-07); Alpha360's look-back leaves training dates from
+# day 64 (window 5 + 59 days).
+DAYS = 200
+SPLIT = {"method": "date", "val_start": "2020-06-01", "test_start": "2020-08-03"}
 
 
 def make_task(series=None, **params) -> CrossSectionTask:
-    series = series if series is not None else price_series()
+    series = series if series is not None else price_series(DAYS)
     config = CrossSectionConfig(**{"window": 5, "horizon": 2, "top_k": 2, "graph_k": 2, **params})
     panel = StockPanel.of(series)
     splits = split_days(series.timestamps, config.window, config.horizon, **SPLIT)
@@ -83,7 +86,7 @@ def test_batch_holds_the_window_and_the_next_returns() -> None:
 
 
 def test_suspended_stock_is_masked_and_never_filled() -> None:
-    series = price_series()
+    series = price_series(DAYS)
     t = 70
     series.mask[t + 1, 3] = False  # stock 3 does not trade the day after t
     series.values[t + 1, 3] = 0.0
@@ -140,7 +143,9 @@ def test_universe_keeps_stocks_by_training_coverage() -> None:
 
 
 def test_universe_smaller_than_k_is_an_error() -> None:
-    with pytest.raises(InputError, match="6 stocks, fewer than the backtest's top_k = 7"):
+    with pytest.raises(
+        InputError, match="6 stocks, fewer than the backtest's task.params.top_k = 7"
+    ):
         make_task(top_k=7)
 
 
@@ -149,7 +154,7 @@ def test_prices_after_training_change_nothing_fitted() -> None:
     the universe and the training samples (inputs and targets) unchanged; the faithful
     whole-period graph does change."""
     base = make_task()
-    changed_series = price_series()
+    changed_series = price_series(DAYS)
     last = int(base.splits.train[-1]) + base.config.horizon  # the last training target day
     rng = np.random.default_rng(7)
     changed_series.values[last + 1 :, :, :4] *= rng.uniform(0.5, 1.5, (1, 6, 1))
@@ -240,10 +245,10 @@ def test_rolling_folds_are_nested_runs_with_mean_and_std(tmp_path) -> None:
     from tests.helpers import long_table
 
     path = tmp_path / "prices.parquet"
-    long_table(price_series(days=160)).to_parquet(path)
+    long_table(price_series(days=260)).to_parquet(path)
     folds = [
-        {"val_start": "2020-03-02", "test_start": "2020-04-01", "test_end": "2020-04-30"},
-        {"train_start": "2020-02-03", "val_start": "2020-04-01", "test_start": "2020-05-01"},
+        {"val_start": "2020-06-01", "test_start": "2020-07-01", "test_end": "2020-07-31"},
+        {"train_start": "2020-05-01", "val_start": "2020-07-01", "test_start": "2020-08-03"},
     ]
     config = resolve_config(
         str(path),
@@ -269,7 +274,7 @@ def test_rolling_folds_are_nested_runs_with_mean_and_std(tmp_path) -> None:
         child = client.get_run(fold["run_id"])
         assert child.data.tags["mlflow.parentRunId"] == summary["run_id"]
     test_days = [fold["test"]["days"] for fold in summary["folds"]]
-    assert test_days == [20, 71]  # April 2020 (22 weekdays less 2 target days); May to the end
+    assert test_days == [21, 105]  # July 2020: 23 weekdays less 2 target days; from August: 107 less 2
 
 
 def test_split_dates_under_a_ratio_split_are_an_error() -> None:

@@ -30,7 +30,7 @@ from tests.helpers import long_table, price_series
 pytestmark = pytest.mark.slow
 
 NAME = "toy-stock-momentum"
-DAYS, STOCKS, LOOKBACK, HORIZON = 160, 6, 20, 2
+DAYS, STOCKS, LOOKBACK, HORIZON = 250, 6, 20, 2
 COLUMNS = ["as_of", "horizon", "rank", "ticker", "score", "prob_up"]
 
 
@@ -210,7 +210,7 @@ def test_served_scores_equal_the_runs_test_predictions(model, prices, tmp_path, 
         run_id=summary["run_id"], artifact_path="predictions/test.parquet", dst_path=str(tmp_path)
     )
     logged = pd.read_parquet(path)
-    assert logged["date"].nunique() == 30  # the ratio split's test dates, days 128..157
+    assert logged["date"].nunique() == 48  # the ratio split's test dates, days 200..247
     name = NAME if model == "momentum" else f"{NAME}-mlp"
     ranker = resolve_model(f"models:/{name}/{summary['registered_version']}").predictor
     data = ranker.read_input(prices["folder"], None, None)

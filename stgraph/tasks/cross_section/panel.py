@@ -14,13 +14,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stgraph.data.factors import alpha158_subset, alpha360, cross_sectional_zscore
+from stgraph.data.factors import (
+    ALPHA158_WINDOWS,
+    ALPHA360_LAGS,
+    alpha158_subset,
+    alpha360,
+    cross_sectional_zscore,
+)
 from stgraph.data.series import Series, trading_day_features
 from stgraph.data.windows import SPLITS, Splits
 from stgraph.errors import InputError
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 SYNTHETIC_MONTH = 21  # the official code's trading days per "month"
+
+
+def factor_lookback(kind: str) -> int:
+    """Days before a window's first day that its factors read: Alpha360's 60 lags reach 59 days
+    back, the Alpha158 subset's 60-day rolling windows 60 (with the day before for a return)."""
+    return {"alpha360": ALPHA360_LAGS - 1, "alpha158": max(ALPHA158_WINDOWS)}.get(kind, 0)
 
 
 def daily_returns(close: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +57,8 @@ def split_days(
     test_end: str | None = None,
     train_start: str | None = None,
     inside: bool = False,
+    lookback: int = 0,
+    source: str = "the data",
 ) -> Splits:
     """Prediction dates of each split, by the split of their days.
 
@@ -58,6 +72,8 @@ def split_days(
         method: ``ratio`` (the days cut by ``ratios``) or ``date`` (``val_start``, ``test_start``
             and optionally ``test_end``, inclusive, and ``train_start``, as dates: a rolling
             fold; earlier days still serve as inputs and as data for the fitted graph).
+        lookback: days before the window that the inputs read (`factor_lookback`): a date is a
+            sample only when they all exist, as a served model requires.
 
     Raises:
         InputError: a bad method or ratios, or a split without a prediction date.
@@ -82,7 +98,7 @@ def split_days(
     else:
         raise InputError(f"Unknown split method '{method}'. Known: ratio, date.")
     edges = [start, int(bounds[0]), int(bounds[1]), end]
-    t = np.arange(window, days - horizon, dtype=np.int64)
+    t = np.arange(window + lookback, days - horizon, dtype=np.int64)
     first = t - window if inside else t
     parts = []
     for name, lo, hi in zip(SPLITS, edges[:-1], edges[1:]):
@@ -94,9 +110,9 @@ def split_days(
                 else "no trading day"
             )
             raise InputError(
-                f"The {name} period ({span}) has no prediction date with {window} days before "
-                f"and {horizon} after it inside the data; move the split dates or shorten the "
-                "window."
+                f"{source}: the {name} period ({span}) has no prediction date with "
+                f"{window + lookback} days before it and {horizon} after it inside the data "
+                f"(data.split: {method}); move the split dates or shorten task.params.window."
             )
         parts.append(part)
     return Splits(*parts)

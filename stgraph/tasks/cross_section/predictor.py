@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stgraph.data.factors import ALPHA158_WINDOWS, ALPHA360_LAGS
 from stgraph.data.series import Series
 from stgraph.errors import InputError
 from stgraph.tasks.base import Predictor
 from stgraph.tasks.cross_section.batch import CrossSectionInputs
-from stgraph.tasks.cross_section.panel import StockPanel, synthetic_calendar
+from stgraph.tasks.cross_section.panel import StockPanel, factor_lookback, synthetic_calendar
 
 
 @dataclass
@@ -59,8 +58,7 @@ class StockRanker(Predictor):
         # Days before the window that its factors read (Alpha360: 60 lags; the Alpha158 subset:
         # 60-day rolling windows). With fewer, the first window days' factors are undefined
         # (zeros after the z-score): not what the model saw on the dates it was tested on.
-        warm_up = {"alpha360": ALPHA360_LAGS - 1, "alpha158": max(ALPHA158_WINDOWS)}
-        self.factor_days = warm_up.get(state.get("factors"), 0)
+        self.factor_days = factor_lookback(state.get("factors", "returns"))
 
     @property
     def rows_per_prediction(self) -> int:
@@ -179,6 +177,13 @@ class StockRanker(Predictor):
         day = int(dates.searchsorted(stamp, side="right")) - 1
         if day < 0:
             raise InputError(f"{data.source}: no trading day on or before {stamp.date()}.")
+        following = dates[-1].normalize() + pd.offsets.BDay(1)
+        if stamp.normalize() >= following:
+            raise InputError(
+                f"{data.source} ends on {dates[-1].date()}: no prices up to --as-of "
+                f"{stamp.date()} yet (weekday {following.date()} is missing; a stale input would "
+                "repeat an old ranking)."
+            )
         return day
 
     def rank(self, panel: StockPanel, day: int, source: str) -> pd.DataFrame:

@@ -35,7 +35,7 @@ from stgraph.tasks.cross_section.batch import (
     StockContext,
 )
 from stgraph.tasks.cross_section.config import CrossSectionConfig
-from stgraph.tasks.cross_section.panel import StockPanel, split_days
+from stgraph.tasks.cross_section.panel import StockPanel, factor_lookback, split_days
 from stgraph.tasks.cross_section.predictor import StockRanker
 from stgraph.tasks.cross_section.scoring import (
     CrossSectionMetrics,
@@ -107,9 +107,10 @@ class CrossSectionTask(Task):
         self.monitor = config.monitor
         n = len(panel.tickers)
         if n < max(config.top_k, 2):
+            source = panel.series.attrs.get("source") or self.dataset_name
             raise InputError(
-                f"{self.dataset_name}: the universe has {n} stocks, fewer than the backtest's "
-                f"top_k = {config.top_k} (or 2)."
+                f"{source}: the universe has {n} stocks, fewer than the backtest's "
+                f"task.params.top_k = {config.top_k} (or 2)."
             )
         train_days = int(splits.train[-1]) + config.horizon + 1  # the last training target
         self.train_view = StockTrainView(
@@ -158,7 +159,11 @@ class CrossSectionTask(Task):
         if split.get("method") == "date":
             split.pop("ratios", None)
         split_args = {k: v for k, v in split.items() if k != "method"}
-        kwargs = {"inside": config.faithful_windows_inside_splits}
+        kwargs = {
+            "inside": config.faithful_windows_inside_splits,
+            "lookback": factor_lookback(config.factors),
+            "source": raw.series.attrs.get("source") or data.dataset,
+        }
         splits = split_days(
             panel.series.timestamps,
             config.window,
