@@ -274,7 +274,7 @@ def test_rolling_folds_are_nested_runs_with_mean_and_std(tmp_path) -> None:
         child = client.get_run(fold["run_id"])
         assert child.data.tags["mlflow.parentRunId"] == summary["run_id"]
     test_days = [fold["test"]["days"] for fold in summary["folds"]]
-    assert test_days == [21, 105]  # July 2020: 23 weekdays less 2 target days; from August: 107 less 2
+    assert test_days == [21, 105]  # July: 23 weekdays less 2 target days; from August: 107 less 2
 
 
 def test_split_dates_under_a_ratio_split_are_an_error() -> None:
