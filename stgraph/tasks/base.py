@@ -265,4 +265,28 @@ class Task(ABC):
         """What ``predictor_class`` needs besides the model: scalers, ids, the input signature."""
 
 
+def anchor_batches(
+    anchors: torch.Tensor,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    limit: int | None,
+) -> Iterator[torch.Tensor]:
+    """Consecutive groups of ``batch_size`` sample indices: shuffled by ``(seed, epoch)`` alone
+    (a resumed run sees the same order), in equal shares per rank (a rank with one batch more
+    would wait forever in DDP's all-reduce), at most ``limit`` groups."""
+    if shuffle:
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        anchors = anchors[torch.randperm(len(anchors), generator=generator)]
+    if world_size > 1:
+        anchors = anchors[: len(anchors) - len(anchors) % world_size][rank::world_size]
+    for number, start in enumerate(range(0, len(anchors), batch_size)):
+        if limit is not None and number >= limit:
+            return
+        yield anchors[start : start + batch_size]
+
+
 TASKS: Registry[type[Task]] = Registry("task", packages=("stgraph.tasks",))

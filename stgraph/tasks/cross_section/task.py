@@ -26,7 +26,7 @@ from stgraph.data.windows import Splits
 from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.nn.wavelet import WaveletSplit
-from stgraph.tasks.base import TASKS, Batch, Goal, Loss, Report, Task
+from stgraph.tasks.base import TASKS, Batch, Goal, Loss, Report, Task, anchor_batches
 from stgraph.tasks.cross_section.batch import (
     CrossSectionBatch,
     CrossSectionInputs,
@@ -227,15 +227,10 @@ class CrossSectionTask(Task):
         limit: int | None = None,
     ) -> Iterator[CrossSectionBatch]:
         anchors = torch.from_numpy(self.splits[split])
-        if shuffle:
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            anchors = anchors[torch.randperm(len(anchors), generator=generator)]
-        if world_size > 1:  # equal shares: a rank with one batch more would hang the all-reduce
-            anchors = anchors[: len(anchors) - len(anchors) % world_size][rank::world_size]
-        for number, start in enumerate(range(0, len(anchors), batch_size)):
-            if limit is not None and number >= limit:
-                return
-            yield self.batch(anchors[start : start + batch_size])
+        for group in anchor_batches(
+            anchors, batch_size, shuffle, seed, epoch, rank, world_size, limit
+        ):
+            yield self.batch(group)
 
     # ------------------------------------------------------------------ loss and scoring
     def goal(self, metric: str) -> Goal:

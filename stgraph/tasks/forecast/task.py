@@ -24,7 +24,7 @@ from stgraph.data.windows import Splits, calendar_features, split_samples
 from stgraph.errors import InputError
 from stgraph.graphs.graph import Graph
 from stgraph.metrics import ForecastMetrics
-from stgraph.tasks.base import TASKS, Batch, Goal, Loss, Report, Task
+from stgraph.tasks.base import TASKS, Batch, Goal, Loss, Report, Task, anchor_batches
 from stgraph.tasks.forecast.batch import (
     ForecastBatch,
     ForecastContext,
@@ -228,16 +228,10 @@ class ForecastTask(Task):
         limit: int | None = None,
     ) -> Iterator[ForecastBatch]:
         anchors = torch.from_numpy(self.splits[split])
-        if shuffle:
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            anchors = anchors[torch.randperm(len(anchors), generator=generator)]
-        if world_size > 1:
-            # Equal shares, or a rank with one batch more would wait forever in DDP's all-reduce.
-            anchors = anchors[: len(anchors) - len(anchors) % world_size][rank::world_size]
-        for number, start in enumerate(range(0, len(anchors), batch_size)):
-            if limit is not None and number >= limit:
-                return
-            yield self.batch(anchors[start : start + batch_size], split)
+        for group in anchor_batches(
+            anchors, batch_size, shuffle, seed, epoch, rank, world_size, limit
+        ):
+            yield self.batch(group, split)
 
     # ------------------------------------------------------------------ loss and scoring
     def goal(self, metric: str) -> Goal:
