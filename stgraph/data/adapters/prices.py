@@ -227,22 +227,24 @@ def is_price_table(path: Path) -> bool:
     return "ticker" in fields and "close" in fields
 
 
-def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
-    """A user's long price table (``date,ticker,open,high,low,close,volume[,adj_close]``).
-
-    Returns the trading-calendar series with an in-memory ``price-long`` card (no expected
-    counts, no files to download).
-    """
-    path = Path(path).expanduser().resolve()
-    card = DatasetCard(
-        name=path.stem,
-        format="price-long",
+def _user_card(name: str, format: str, options: dict) -> DatasetCard:
+    """An in-memory card for a user's prices (no expected counts, no files to download)."""
+    return DatasetCard(
+        name=name,
+        format=format,
         files=(),
         domain="finance",
         target="close",
         null_value="nan",
-        options={"file": str(path), "adjust": adjust},
+        options=options,
     )
+
+
+def open_price_table(path: str | Path, adjust: bool = True) -> RawDataset:
+    """A user's long price table (``date,ticker,open,high,low,close,volume[,adj_close]``), as a
+    trading-calendar series."""
+    path = Path(path).expanduser().resolve()
+    card = _user_card(path.stem, "price-long", {"file": str(path), "adjust": adjust})
     return load_price_long(card, path.parent)
 
 
@@ -255,15 +257,6 @@ def is_price_folder(path: Path) -> bool:
 
 def open_price_folder(path: str | Path, adjust: bool = True) -> RawDataset:
     """A user's folder of per-ticker CSV files (the ticker is the file name), as `load_price_folder`
-    reads a card's, with an in-memory ``price-folder`` card."""
+    reads a card's."""
     path = Path(path).expanduser().resolve()
-    card = DatasetCard(
-        name=path.name,
-        format="price-folder",
-        files=(),
-        domain="finance",
-        target="close",
-        null_value="nan",
-        options={"adjust": adjust},
-    )
-    return load_price_folder(card, path)
+    return load_price_folder(_user_card(path.name, "price-folder", {"adjust": adjust}), path)
