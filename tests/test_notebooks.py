@@ -154,9 +154,10 @@ def test_mobility_quickstart(kernel, tmp_path, monkeypatch, shared_data):
     assert MOBILITY_MODELS <= set(runs["tags.model"])
     assert ((runs["metrics.test_acc_at1"] > 0) & (runs["metrics.test_mrr"] < 1)).all()
     runs = runs.set_index("tags.model")
-    # users mostly return to their usual places: the count baseline lists the true one in its
-    # top five for most test samples (0.73 when written)
-    assert runs.loc["most-frequent", "metrics.test_acc_at5"] > 0.6
+    # users return to their usual places: the count baseline lists the true one in its top five
+    # for 0.348 of the test samples, where at most 0.443 can be ranked (the rest are places
+    # outside the training vocabulary)
+    assert 0.3 < runs.loc["most-frequent", "metrics.test_acc_at5"] < 0.443
     gru = mlflow.MlflowClient().get_metric_history(runs.loc["gru", "run_id"], "val_mrr")
     assert len(gru) > 1  # trained over several epochs, selected on validation
 
