@@ -9,7 +9,7 @@ resident memory and the test IC / RankIC. The official code took about 275 s per
 Prints figures; asserts nothing.
 
 Run: ``.venv/bin/python benchmarks/bench_stockformer.py [--epochs 1]
-[--models stockformer,stockformer-faithful,momentum,ridge,mlp]``.
+[--models stockformer,stockformer-faithful,momentum,ridge,mlp] [--set train.memory_budget=512MB]``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models", default="stockformer,stockformer-faithful")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config assignment for every fit (repeatable)"
+    )
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"this benchmark reads {DATA}, which is absent")
@@ -39,6 +42,8 @@ def main() -> None:
         arguments += ["--epochs", str(args.epochs)]
         if args.threads:
             arguments += ["--threads", str(args.threads)]
+        for assignment in args.set:
+            arguments += ["--set", assignment]
         with tempfile.TemporaryDirectory(prefix="bench-stockformer-") as tmp:
             summary, wall, peak = probe_fit(arguments, Path(tmp))
         test = summary["test"]

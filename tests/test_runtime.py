@@ -1,6 +1,7 @@
 """Thread count and wait policy (`stgraph.runtime`)."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -55,3 +56,58 @@ def test_importing_stgraph_makes_threads_wait_passively_unless_configured(preset
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+# A child process allocates and frees 4 MiB (glibc then raises its mmap threshold to 4 MiB), then
+# allocates 2 MiB and says whether that block lies in the brk heap, whose pages stay with the
+# process when freed, or in its own mapping, which goes back to the system.
+_HEAP_PROBE = """
+import sys
+if sys.argv[1] == "stgraph":
+    import stgraph
+import torch
+
+def in_heap(address):
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[heap]"):
+            low, high = (int(part, 16) for part in line.split()[0].split("-"))
+            if low <= address < high:
+                return True
+    return False
+
+first = torch.empty(4 << 20, dtype=torch.uint8)
+del first
+second = torch.empty(2 << 20, dtype=torch.uint8)
+print("heap" if in_heap(second.data_ptr()) else "mapped")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="the mmap threshold is glibc's",
+)
+@pytest.mark.parametrize(
+    "importer, preset, expected",
+    [
+        ("torch", None, "heap"),  # glibc's own behaviour: the threshold followed the freed 4 MiB
+        ("stgraph", None, "mapped"),  # fixed at 1 MiB by `import stgraph`
+        ("stgraph", str(32 << 20), "heap"),  # the user's setting is left alone
+    ],
+)
+def test_importing_stgraph_returns_freed_tensor_memory_unless_configured(
+    importer, preset, expected
+):
+    env = {k: v for k, v in os.environ.items() if k != runtime.MMAP_THRESHOLD}
+    if preset:
+        env[runtime.MMAP_THRESHOLD] = preset
+    done = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, importer], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_return_freed_memory_defers_to_the_environment(monkeypatch):
+    monkeypatch.setenv(runtime.MMAP_THRESHOLD, str(1 << 20))
+    assert runtime.return_freed_memory() is False
