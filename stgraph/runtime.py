@@ -17,10 +17,8 @@ workstation, a CI runner):
 - **Freed tensor memory goes back to the system** (glibc only; set by ``import stgraph`` unless
   ``MALLOC_MMAP_THRESHOLD_`` is set). glibc raises its mmap threshold each time a large block is
   freed, up to 32 MiB, after which tensor buffers come from the heap and their pages stay with the
-  process when freed, and a long run's resident memory can climb well above what one step holds
-  (a 31-step Stockformer probe on StockNet: 2.57 GB peak, 1.52 GB with the threshold fixed at
-  1 MiB, which also switches the adjustment off; a one-epoch fit peaked at 1.56 GB either way, at
-  the same speed: docs/results/performance.md#freed-memory).
+  process when freed: a long run's resident memory climbs above what one step holds. A fixed
+  threshold also switches that adjustment off (figures: docs/results/performance.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Thread count and wait policy (`stgraph.runtime`)."""
+"""Thread count, wait policy and the return of freed memory (`stgraph.runtime`)."""
 
 import os
 import platform
